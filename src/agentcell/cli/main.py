@@ -1,0 +1,236 @@
+"""The ``agentcell`` command line.
+
+Thin: each command parses its options, calls into the layers below and prints. Heavy modules
+(docker SDK, pydantic models, rich tables) are imported inside the commands that use them, so
+``agentcell up`` pays only for what ``up`` needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from agentcell.errors import Error
+
+if TYPE_CHECKING:
+    from agentcell.policy.admission import AdmittedSpec
+    from agentcell.runtime.docker.backend import DockerBackend
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="agentcell",
+    help="Run agent services in hardened cells and prove the isolation holds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+image_app = typer.Typer(help="Build agentcell's images offline.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+SpecFiles = Annotated[
+    list[Path],
+    typer.Option("-f", "--file", help="Spec file or directory (repeatable)."),
+]
+PolicyName = Annotated[str, typer.Option("--policy", help="Policy preset to admit with.")]
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+
+
+def _admit_all(files: list[Path], policy_name: str) -> list[AdmittedSpec]:
+    """Load and admit every document, refusing all of them if any one is refused."""
+    from agentcell.errors import AdmissionError
+    from agentcell.policy import admit, preset
+    from agentcell.spec.load import load_paths
+
+    documents = load_paths(files)
+    policy = preset(policy_name)
+    admitted, refusals = [], []
+    for doc in documents:
+        try:
+            admitted.append(admit(doc, policy))
+        except AdmissionError as exc:
+            refusals.append(exc)
+    if refusals:
+        raise AdmissionError(
+            "\n".join(exc.what for exc in refusals) + "\nnothing was launched",
+            fix="change the spec as each finding says, or add a reasoned exception",
+        )
+    for spec in admitted:
+        for finding in spec.findings:
+            if finding.severity != "info":
+                _err(finding.describe())
+    return admitted
+
+
+def _backend() -> DockerBackend:
+    from agentcell.runtime.docker.backend import DockerBackend
+
+    return DockerBackend.connect()
+
+
+@app.command()
+def up(files: SpecFiles, policy: PolicyName = "restricted") -> None:
+    """Admit each spec and make its cell match it (create, leave, start or replace)."""
+    from agentcell.runtime.docker.translate import settings_for
+
+    admitted = _admit_all(files, policy)
+    backend = _backend()
+    # Check every cell against this host before launching any of them.
+    for spec in admitted:
+        settings = settings_for(spec)
+        backend.facts.require_runtime(settings.runtime, networked=settings.network_mode != "none")
+    for spec in admitted:
+        result = backend.up(spec)
+        cell = result.cell
+        print(f"{result.action:9} {cell.key} ({cell.container}) runtime={cell.runtime}")
+
+
+@app.command()
+def down(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Cells as TENANT/AGENT or AGENT.")
+    ] = None,
+    files: Annotated[
+        list[Path] | None, typer.Option("-f", "--file", help="Remove the cells of these specs.")
+    ] = None,
+) -> None:
+    """Stop and remove cells, named or from spec files."""
+    from agentcell.spec.load import load_paths
+
+    if not names and not files:
+        raise typer.BadParameter("name a cell or pass -f SPEC")
+    backend = _backend()
+    keys = [doc.document.key for doc in load_paths(files or [])]
+    for ref in names or []:
+        cell = backend.find(ref)
+        keys.append((cell.tenant, cell.agent))
+    for tenant, agent in keys:
+        removed = backend.down(tenant, agent)
+        print(f"{'removed' if removed else 'absent':9} {tenant}/{agent}")
+
+
+@app.command()
+def ps(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's cells.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """List cells: tenant, agent, state, runtime and limits."""
+    import dataclasses
+    import json
+
+    from agentcell.cli.render import cells_table, print_table
+
+    cells = _backend().cells(tenant=tenant)
+    if json_out:
+        print(json.dumps([dataclasses.asdict(cell) for cell in cells], indent=2))
+        return
+    print_table(cells_table(cells))
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Cell as TENANT/AGENT or AGENT.")],
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep streaming.")] = False,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+) -> None:
+    """Print a cell's output."""
+    out = sys.stdout.buffer
+    try:
+        for chunk in _backend().logs(name, follow=follow, tail=tail):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def inspect(
+    name: Annotated[str, typer.Argument(help="Cell as TENANT/AGENT or AGENT.")],
+    json_out: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Show the effective settings the engine holds for a cell."""
+    import json
+
+    from agentcell.cli.render import print_table, settings_table
+    from agentcell.runtime.docker.effective import effective_settings
+
+    settings = effective_settings(_backend().inspect(name))
+    if json_out:
+        print(json.dumps(settings, indent=2))
+        return
+    print_table(settings_table(name, settings))
+
+
+@app.command()
+def render(
+    files: SpecFiles,
+    target: Annotated[
+        Literal["docker-run"], typer.Option(help="What to render the specs to.")
+    ] = "docker-run",
+    policy: PolicyName = "restricted",
+) -> None:
+    """Print what a spec becomes, e.g. the equivalent `docker run` command."""
+    from agentcell.runtime.docker.translate import settings_for
+
+    for spec in _admit_all(files, policy):
+        print(f"# {spec.doc.tenant}/{spec.doc.name} ({spec.doc.file}:{spec.doc.line})")
+        print(settings_for(spec).docker_run_command())
+
+
+@app.command()
+def runtimes(
+    json_out: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """List the OCI runtimes this host's engine offers, and what each can do here."""
+    import dataclasses
+    import json
+
+    from agentcell.cli.render import print_table, runtimes_table
+
+    facts = _backend().facts
+    if json_out:
+        print(json.dumps(dataclasses.asdict(facts), indent=2))
+        return
+    print_table(runtimes_table(facts))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of agentcell/v1 Agent documents (for editors)."""
+    import json
+
+    from agentcell.spec.model import AgentDocument
+
+    print(json.dumps(AgentDocument.model_json_schema(by_alias=True), indent=2))
+
+
+@image_app.command("bootstrap")
+def image_bootstrap(
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Build FROM this image (e.g. debian:bookworm-slim) instead of mmdebstrap."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even what exists.")] = False,
+) -> None:
+    """Build the base image offline (mmdebstrap + docker import), then agentcell's images."""
+    from agentcell.runtime.docker.images import bootstrap
+
+    for image in bootstrap(_backend().client, base=base, force=force, progress=_err):
+        print(f"{image.reference:40} {image.image_id[:19]} {image.size_bytes / 2**20:7.1f} MiB")
+
+
+def main() -> None:
+    """Entry point: run the app, turning agentcell errors into messages and exit codes."""
+    try:
+        app()
+    except Error as exc:
+        _err(f"error: {exc.diagnostics()}")
+        sys.exit(exc.exit_code)

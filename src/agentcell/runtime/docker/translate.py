@@ -1,0 +1,324 @@
+"""From an admitted spec to the exact settings Docker gets. Pure: no engine needed.
+
+One :class:`ContainerSettings` value renders both the docker SDK's ``containers.create``
+arguments and the equivalent ``docker run`` command line, so what ``render`` prints is what
+``up`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentcell.errors import Location, SpecError
+from agentcell.policy.admission import AdmittedSpec
+from agentcell.spec.model import AgentDocument, TmpfsMount
+from agentcell.spec.units import format_bytes
+
+__all__ = [
+    "DOCKER_SOCKET",
+    "LABEL_AGENT",
+    "LABEL_MANAGED",
+    "LABEL_SPEC_HASH",
+    "LABEL_TENANT",
+    "BindMount",
+    "ContainerSettings",
+    "container_name",
+    "network_name",
+    "settings_for",
+    "spec_hash",
+]
+
+LABEL_MANAGED = "org.agentcell.managed"
+LABEL_TENANT = "org.agentcell.tenant"
+LABEL_AGENT = "org.agentcell.agent"
+LABEL_SPEC_HASH = "org.agentcell.spec-hash"
+LABEL_RUNTIME = "org.agentcell.runtime"
+LABEL_SOURCE = "org.agentcell.source"
+LABEL_EXCEPTIONS = "org.agentcell.exceptions"
+DOCKER_SOCKET = "/var/run/docker.sock"
+NANO = 1_000_000_000
+
+
+def container_name(tenant: str, name: str) -> str:
+    """The container name of a cell: ``agentcell-<tenant>-<name>``."""
+    return f"agentcell-{tenant}-{name}"
+
+
+def network_name(tenant: str, network: str) -> str:
+    """The engine network behind a spec's ``network: <name>`` for ``tenant``."""
+    return f"agentcell-{tenant}-{network}"
+
+
+def spec_hash(document: AgentDocument) -> str:
+    """A stable digest of everything that shapes the cell; a changed hash means replace."""
+    canonical = json.dumps(
+        document.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BindMount:
+    """A host path mounted into the cell."""
+
+    source: str
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerSettings:
+    """Everything agentcell asks the engine for one cell."""
+
+    name: str
+    image: str
+    entrypoint: tuple[str, ...] | None
+    command: tuple[str, ...] | None
+    environment: Mapping[str, str]
+    user: str
+    cap_add: tuple[str, ...]
+    security_opt: tuple[str, ...]
+    seccomp_file: str | None
+    read_only: bool
+    tmpfs: Mapping[str, str]
+    nano_cpus: int
+    mem_limit: int
+    memswap_limit: int
+    pids_limit: int
+    network_mode: str
+    internal_network: str | None
+    pid_mode: str | None
+    mounts: tuple[BindMount, ...]
+    restart_policy: str
+    restart_retries: int
+    healthcheck: Mapping[str, Any] | None
+    runtime: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def sdk_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``DockerClient.containers.create`` (and ``run``)."""
+        kwargs: dict[str, Any] = {
+            "image": self.image,
+            "name": self.name,
+            "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
+            "command": list(self.command) if self.command is not None else None,
+            "environment": dict(self.environment),
+            "user": self.user,
+            "cap_drop": ["ALL"],
+            "cap_add": list(self.cap_add) or None,
+            "security_opt": list(self.security_opt),
+            "read_only": self.read_only,
+            "tmpfs": dict(self.tmpfs),
+            "nano_cpus": self.nano_cpus,
+            "mem_limit": self.mem_limit,
+            "memswap_limit": self.memswap_limit,
+            "pids_limit": self.pids_limit,
+            "network_mode": self.network_mode,
+            "pid_mode": self.pid_mode,
+            "volumes": [
+                f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts
+            ],
+            "restart_policy": {"Name": self.restart_policy}
+            | (
+                {"MaximumRetryCount": self.restart_retries}
+                if self.restart_policy == "on-failure"
+                else {}
+            ),
+            "healthcheck": dict(self.healthcheck) if self.healthcheck else None,
+            "runtime": self.runtime,
+            "labels": dict(self.labels),
+            "detach": True,
+        }
+        return {key: value for key, value in kwargs.items() if value is not None}
+
+    def docker_run_argv(self) -> list[str]:
+        """The equivalent ``docker run -d`` command line."""
+        argv = ["docker", "run", "-d", "--name", self.name, "--user", self.user]
+        argv += ["--cap-drop", "ALL"]
+        for cap in self.cap_add:
+            argv += ["--cap-add", cap]
+        for option in self.security_opt:
+            if option.startswith("seccomp=") and self.seccomp_file is not None:
+                option = f"seccomp={self.seccomp_file}"
+            argv += ["--security-opt", option]
+        if self.read_only:
+            argv.append("--read-only")
+        for path, options in self.tmpfs.items():
+            argv += ["--tmpfs", f"{path}:{_human_size(options)}"]
+        argv += ["--cpus", _cpus_text(self.nano_cpus)]
+        argv += ["--memory", format_bytes(self.mem_limit)]
+        argv += ["--memory-swap", format_bytes(self.memswap_limit)]
+        argv += ["--pids-limit", str(self.pids_limit)]
+        argv += ["--network", self.network_mode]
+        if self.pid_mode:
+            argv += ["--pid", self.pid_mode]
+        for mount in self.mounts:
+            argv += ["-v", f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}"]
+        restart = self.restart_policy
+        if restart == "on-failure":
+            restart += f":{self.restart_retries}"
+        argv += ["--restart", restart]
+        if self.healthcheck:
+            check = self.healthcheck
+            argv += ["--health-cmd", shlex.join(check["test"][1:])]
+            argv += ["--health-interval", _duration_text(check["interval"])]
+            argv += ["--health-timeout", _duration_text(check["timeout"])]
+            argv += ["--health-retries", str(check["retries"])]
+            argv += ["--health-start-period", _duration_text(check["start_period"])]
+        argv += ["--runtime", self.runtime]
+        for key, value in sorted(self.environment.items()):
+            argv += ["-e", f"{key}={value}"]
+        for key, value in sorted(self.labels.items()):
+            argv += ["--label", f"{key}={value}"]
+        if self.entrypoint is not None:
+            # docker run takes one word for --entrypoint; the rest goes before the args.
+            argv += ["--entrypoint", self.entrypoint[0] if self.entrypoint else ""]
+        argv.append(self.image)
+        if self.entrypoint:
+            argv += list(self.entrypoint[1:])
+        if self.command is not None:
+            argv += list(self.command)
+        return argv
+
+    def docker_run_command(self) -> str:
+        """``docker_run_argv`` as one shell-quoted line."""
+        return shlex.join(self.docker_run_argv())
+
+
+def _cpus_text(nano_cpus: int) -> str:
+    return f"{nano_cpus / NANO:g}"
+
+
+def _duration_text(nanoseconds: int) -> str:
+    return f"{nanoseconds // 1_000_000}ms" if nanoseconds % NANO else f"{nanoseconds // NANO}s"
+
+
+def _human_size(tmpfs_options: str) -> str:
+    """``size=16777216,...`` -> ``size=16m,...`` for a readable command line."""
+    size, _, rest = tmpfs_options.partition(",")
+    return f"size={format_bytes(int(size.removeprefix('size=')))},{rest}"
+
+
+def _tmpfs_options(mount: TmpfsMount) -> str:
+    flags = "" if mount.exec else ",noexec"
+    return f"size={mount.size},mode=1777{flags},nosuid,nodev"
+
+
+def settings_for(admitted: AdmittedSpec, *, image: str | None = None) -> ContainerSettings:
+    """Docker settings for an admitted spec; ``image`` overrides the reference (e.g. a digest).
+
+    Raises:
+        SpecError: a seccomp profile file named by the spec cannot be read.
+    """
+    doc = admitted.doc
+    spec = doc.document.spec
+    security = spec.security
+    tenant, name = doc.document.key
+
+    seccomp_file, seccomp_opt = _seccomp(security.seccomp, doc.where("spec", "security", "seccomp"))
+    security_opt: list[str] = []
+    if security.no_new_privileges:
+        security_opt.append("no-new-privileges:true")
+    if seccomp_opt is not None:
+        security_opt.append(seccomp_opt)
+
+    mounts = [
+        BindMount(source=m.source, target=m.target, read_only=m.read_only) for m in spec.host.mounts
+    ]
+    if spec.host.docker_socket:
+        mounts.append(BindMount(source=DOCKER_SOCKET, target=DOCKER_SOCKET, read_only=True))
+
+    if spec.host.network:
+        network_mode, internal = "host", None
+    elif spec.network == "none":
+        network_mode, internal = "none", None
+    else:
+        network_mode = internal = network_name(tenant, spec.network)
+
+    healthcheck: dict[str, Any] | None = None
+    if spec.healthcheck is not None:
+        check = spec.healthcheck
+        healthcheck = {
+            "test": ["CMD", *check.command],
+            "interval": check.interval,
+            "timeout": check.timeout,
+            "retries": check.retries,
+            "start_period": check.start_period,
+        }
+
+    labels = {
+        **doc.document.metadata.labels,
+        **spec.labels,
+        LABEL_MANAGED: "true",
+        LABEL_TENANT: tenant,
+        LABEL_AGENT: name,
+        LABEL_SPEC_HASH: spec_hash(doc.document),
+        LABEL_RUNTIME: security.runtime,
+        LABEL_SOURCE: f"{doc.file}:{doc.line}",
+    }
+    excepted = sorted({finding.rule for finding in admitted.findings if finding.excepted})
+    if excepted:
+        labels[LABEL_EXCEPTIONS] = ",".join(excepted)
+
+    return ContainerSettings(
+        name=container_name(tenant, name),
+        image=image or spec.image,
+        entrypoint=spec.command,
+        command=spec.args,
+        environment=dict(spec.env),
+        user=f"{security.user}:{security.group}",
+        cap_add=security.capabilities,
+        security_opt=tuple(security_opt),
+        seccomp_file=seccomp_file,
+        read_only=security.read_only_rootfs,
+        tmpfs={mount.path: _tmpfs_options(mount) for mount in spec.resources.tmpfs},
+        nano_cpus=round(spec.resources.cpus * NANO),
+        mem_limit=spec.resources.memory,
+        memswap_limit=spec.resources.memory_swap,
+        pids_limit=spec.resources.pids,
+        network_mode=network_mode,
+        internal_network=internal,
+        pid_mode="host" if spec.host.pid else None,
+        mounts=tuple(mounts),
+        restart_policy=spec.restart.policy,
+        restart_retries=spec.restart.max_retries,
+        healthcheck=healthcheck,
+        runtime=security.runtime,
+        labels=labels,
+    )
+
+
+def _seccomp(mode: str, where: Location) -> tuple[str | None, str | None]:
+    """(profile file for ``docker run``, the ``security_opt`` entry) for a spec's seccomp mode."""
+    if mode == "default":
+        return None, None
+    if mode == "unconfined":
+        return None, "seccomp=unconfined"
+    path = strict_profile_path() if mode == "strict" else Path(mode)
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(
+            f"cannot read seccomp profile {path}: {exc.strerror}",
+            where=where,
+            fix="point security.seccomp at a readable JSON profile",
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            f"seccomp profile {path} is not JSON: {exc.msg} at line {exc.lineno}",
+            where=where,
+            fix="fix the profile file",
+        ) from exc
+    # The engine wants the profile's content, not its path; the CLI does this read for you.
+    return str(path), "seccomp=" + json.dumps(profile, separators=(",", ":"))
+
+
+def strict_profile_path() -> Path:
+    """The strict seccomp profile shipped with agentcell."""
+    return Path(__file__).resolve().parents[2] / "assets" / "seccomp" / "strict.json"

@@ -1,0 +1,367 @@
+"""Reading spec files: YAML in, validated :class:`SpecDocument` values out.
+
+Every problem becomes a :class:`~agentcell.errors.SpecError` that names the file, the line and
+the field, and says what to do. All problems of all documents are collected before raising, so
+a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic_core import ErrorDetails
+
+from agentcell.errors import Location, SpecError
+from agentcell.spec.model import AgentDocument
+
+__all__ = ["SpecDocument", "load_paths", "load_text"]
+
+FieldPath = tuple[str | int, ...]
+
+# Specs are small. These bounds stop hostile input (alias bombs, deep nesting, huge files)
+# before it costs memory or time.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 20_000
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecDocument:
+    """A validated Agent document and where each of its fields was written."""
+
+    document: AgentDocument
+    file: str
+    line: int
+    field_lines: Mapping[FieldPath, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The agent's name."""
+        return self.document.metadata.name
+
+    @property
+    def tenant(self) -> str:
+        """The tenant that owns the agent."""
+        return self.document.metadata.tenant
+
+    def where(self, *path: str | int) -> Location:
+        """The location of ``path`` (e.g. ``"spec", "security", "user"``), or of its nearest
+        written ancestor when the field was left at its default."""
+        for end in range(len(path), 0, -1):
+            line = self.field_lines.get(path[:end])
+            if line is not None:
+                return Location(file=self.file, line=line, field=_dotted(path))
+        return Location(file=self.file, line=self.line, field=_dotted(path) or None)
+
+
+def load_paths(paths: Iterable[str | Path]) -> list[SpecDocument]:
+    """Load every document from files and directories (``*.yaml``/``*.yml``, recursively).
+
+    Raises:
+        SpecError: any file is unreadable or invalid, or two documents name the same agent.
+    """
+    documents: list[SpecDocument] = []
+    problems: list[SpecError] = []
+    for file in _expand(paths, problems):
+        try:
+            documents.extend(load_text(_read(file), file=str(file)))
+        except SpecError as exc:
+            problems.extend(exc.problems or (exc,))
+    problems.extend(_collisions(documents))
+    if problems:
+        raise _combined(problems)
+    return documents
+
+
+def load_text(text: str, *, file: str = "<input>") -> list[SpecDocument]:
+    """Load every document in one YAML text.
+
+    Raises:
+        SpecError: the text is not YAML, or a document is not a valid Agent.
+    """
+    documents: list[SpecDocument] = []
+    problems: list[SpecError] = []
+    base_dir = str(Path(file).resolve().parent) if file != "<input>" else None
+    for data, lines, start in _parse(text, file):
+        try:
+            document = AgentDocument.model_validate(data, context={"base_dir": base_dir})
+        except pydantic.ValidationError as exc:
+            problems.extend(_explain(error, file, lines, start) for error in exc.errors())
+            continue
+        documents.append(SpecDocument(document=document, file=file, line=start, field_lines=lines))
+    if not documents and not problems:
+        problems.append(
+            SpecError(
+                "the file holds no document",
+                where=Location(file=file, line=1),
+                fix="write an Agent document: apiVersion, kind, metadata, spec",
+            )
+        )
+    problems.extend(_collisions(documents))
+    if problems:
+        raise _combined(problems)
+    return documents
+
+
+def _expand(paths: Iterable[str | Path], problems: list[SpecError]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+            if not found:
+                problems.append(
+                    SpecError(
+                        f"no *.yaml or *.yml file in directory {path}",
+                        where=Location(file=str(path)),
+                        fix="point at a spec file or a directory that holds some",
+                    )
+                )
+            yield from found
+        else:
+            yield path
+
+
+def _read(file: Path) -> str:
+    where = Location(file=str(file))
+    try:
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise SpecError("file not found", where=where, fix="check the path") from exc
+    except PermissionError as exc:
+        raise SpecError(
+            "file is not readable (permission denied)",
+            where=where,
+            fix="make it readable by this user",
+        ) from exc
+    except IsADirectoryError as exc:  # a directory listed after glob expansion
+        raise SpecError("is a directory", where=where, fix="name a file") from exc
+    except OSError as exc:
+        raise SpecError(f"cannot read file: {exc.strerror}", where=where) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(
+            f"file is larger than {MAX_FILE_BYTES // 1024} KiB; specs are small",
+            where=where,
+            fix="split it into several files",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"file is not UTF-8 text (bad byte at offset {exc.start})",
+            where=where,
+            fix="save it as UTF-8",
+        ) from exc
+
+
+def _parse(text: str, file: str) -> Iterator[tuple[Any, dict[FieldPath, int], int]]:
+    """Yield (data, field lines, first line) for each non-empty document of ``text``."""
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            lines: dict[FieldPath, int] = {}
+            _record_lines(node, (), lines, file, budget=[MAX_NODES])
+            data = loader.construct_document(node)
+            start = node.start_mark.line + 1
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                raise SpecError(
+                    f"a document must be a mapping, not {type(data).__name__}",
+                    where=Location(file=file, line=start),
+                    fix="start the document with 'apiVersion: agentcell/v1'",
+                )
+            yield data, lines, start
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise SpecError(
+            f"invalid YAML: {exc.problem or exc.context}",
+            where=Location(
+                file=file,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+            ),
+            fix="fix the YAML syntax at that line (indentation, quotes, colons)",
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", where=Location(file=file)) from exc
+    except RecursionError as exc:
+        raise SpecError(
+            "YAML nested too deeply", where=Location(file=file), fix="flatten the document"
+        ) from exc
+    finally:
+        loader.dispose()
+
+
+def _record_lines(
+    node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], file: str, budget: list[int]
+) -> None:
+    """Map each field path to the line where it is written, refusing duplicate keys and
+    documents whose aliases expand past ``MAX_NODES`` nodes."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise SpecError(
+            f"document expands to more than {MAX_NODES} YAML nodes",
+            where=Location(file=file, line=node.start_mark.line + 1),
+            fix="remove anchors/aliases that multiply content; specs are small",
+        )
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                raise SpecError(
+                    f"key {key!r} appears twice in one mapping (first at line {seen[key]})",
+                    where=Location(file=file, line=line, field=_dotted((*path, key))),
+                    fix="keep one of them; YAML would silently drop the first",
+                )
+            seen[key] = line
+            lines[(*path, key)] = line
+            _record_lines(value_node, (*path, key), lines, file, budget)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            _record_lines(item, (*path, index), lines, file, budget)
+
+
+def _explain(
+    error: ErrorDetails, file: str, lines: Mapping[FieldPath, int], start: int
+) -> SpecError:
+    loc = tuple(error["loc"])
+    # Pydantic adds union member tags to locations; keep only what a user wrote or could write.
+    kept: list[str | int] = []
+    for part in loc:
+        if isinstance(part, int) or part in _ALL_FIELD_NAMES or (*kept, part) in lines:
+            kept.append(part)
+    path = tuple(kept)
+    line = start
+    for end in range(len(path), 0, -1):
+        if path[:end] in lines:
+            line = lines[path[:end]]
+            break
+    where = Location(file=file, line=line, field=_dotted(path) or None)
+    kind = error["type"]
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        name = path[-1] if path else "?"
+        parent = _dotted(path[:-1]) or "the document"
+        return SpecError(
+            f"required field {name!r} is missing",
+            where=where,
+            fix=f"add '{name}:' under {parent}",
+        )
+    if kind == "extra_forbidden":
+        name = str(path[-1]) if path else "?"
+        allowed = _allowed_fields(path[:-1])
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return SpecError(
+            f"unknown field {name!r}",
+            where=where,
+            fix=f"{hint}fields allowed here: {', '.join(allowed)}",
+        )
+    if kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "enum"):
+        return SpecError(
+            f"wrong value {_short(error.get('input'))}: {message}",
+            where=where,
+            fix="see `agentcell schema` for the accepted values of this field",
+        )
+    if kind.startswith(("greater_than", "less_than", "too_short", "too_long")):
+        return SpecError(
+            f"value {_short(error.get('input'))} is out of range: {message}",
+            where=where,
+            fix="choose a value within the stated bounds",
+        )
+    if kind == "string_pattern_mismatch":
+        return SpecError(
+            f"value {_short(error.get('input'))} has the wrong form: {message}",
+            where=where,
+            fix="names are lowercase DNS labels (a-z, 0-9, '-'); paths are absolute",
+        )
+    return SpecError(message, where=where, fix="see `agentcell schema` for this field")
+
+
+def _collisions(documents: Sequence[SpecDocument]) -> list[SpecError]:
+    first: dict[tuple[str, str], SpecDocument] = {}
+    problems = []
+    for doc in documents:
+        earlier = first.setdefault(doc.document.key, doc)
+        if earlier is not doc:
+            problems.append(
+                SpecError(
+                    f"agent {doc.tenant}/{doc.name} is defined twice "
+                    f"(first at {earlier.file}:{earlier.line})",
+                    where=doc.where("metadata", "name"),
+                    fix="give each agent of a tenant its own metadata.name",
+                )
+            )
+    return problems
+
+
+def _combined(problems: list[SpecError]) -> SpecError:
+    if len(problems) == 1:
+        return problems[0]
+    return SpecError(f"{len(problems)} problems in the spec:", problems=tuple(problems))
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model_fields(model: type[pydantic.BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _nested_model(annotation: Any) -> type[pydantic.BaseModel] | None:
+    """The model class inside an annotation such as ``tuple[X, ...]`` or ``X | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _allowed_fields(path: FieldPath) -> list[str]:
+    model: type[pydantic.BaseModel] | None = AgentDocument
+    for part in path:
+        if model is None or isinstance(part, int):
+            continue
+        info = next(
+            (i for n, i in model.model_fields.items() if (i.alias or n) == part),
+            None,
+        )
+        model = _nested_model(info.annotation) if info is not None else None
+    return _model_fields(model) if model is not None else []
+
+
+def _all_field_names(model: type[pydantic.BaseModel], into: set[str]) -> set[str]:
+    for name, info in model.model_fields.items():
+        into.add(info.alias or name)
+        nested = _nested_model(info.annotation)
+        if nested is not None and nested is not model:
+            _all_field_names(nested, into)
+    return into
+
+
+_ALL_FIELD_NAMES = _all_field_names(AgentDocument, set())
