@@ -8,7 +8,7 @@ removes what it made if a later step fails, so a failed launch leaves nothing be
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import docker
@@ -27,6 +27,7 @@ from agentcell.runtime.docker.translate import (
     LABEL_SOURCE,
     LABEL_SPEC_HASH,
     LABEL_TENANT,
+    BindMount,
     ContainerSettings,
     container_name,
     settings_for,
@@ -70,8 +71,18 @@ class DockerBackend:
 
     # -- launching ---------------------------------------------------------------------------
 
-    def up(self, admitted: AdmittedSpec, *, image: str | None = None) -> UpResult:
+    def up(
+        self,
+        admitted: AdmittedSpec,
+        *,
+        image: str | None = None,
+        extra_mounts: Sequence[BindMount] = (),
+        extra_env: Mapping[str, str] | None = None,
+    ) -> UpResult:
         """Make the cell match the admitted spec: create it, leave it, start it or replace it.
+
+        ``image``, ``extra_mounts`` and ``extra_env`` are passed to
+        :func:`~agentcell.runtime.docker.translate.settings_for`.
 
         Raises:
             HostError: the host cannot honour the spec (runtime absent, no network under runsc).
@@ -79,7 +90,9 @@ class DockerBackend:
             ImageError: the image is not on this host.
             BackendError: the engine refused to create or start the cell.
         """
-        settings = settings_for(admitted, image=image)
+        settings = settings_for(
+            admitted, image=image, extra_mounts=extra_mounts, extra_env=extra_env
+        )
         self.facts.require_runtime(settings.runtime, networked=settings.network_mode != "none")
         existing = self._get(settings.name)
         if existing is not None:

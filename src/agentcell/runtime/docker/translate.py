@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ __all__ = [
     "DOCKER_SOCKET",
     "LABEL_AGENT",
     "LABEL_MANAGED",
+    "LABEL_SPEC",
     "LABEL_SPEC_HASH",
     "LABEL_TENANT",
     "BindMount",
@@ -32,6 +33,7 @@ __all__ = [
     "network_name",
     "settings_for",
     "spec_hash",
+    "spec_json",
 ]
 
 LABEL_MANAGED = "org.agentcell.managed"
@@ -41,6 +43,7 @@ LABEL_SPEC_HASH = "org.agentcell.spec-hash"
 LABEL_RUNTIME = "org.agentcell.runtime"
 LABEL_SOURCE = "org.agentcell.source"
 LABEL_EXCEPTIONS = "org.agentcell.exceptions"
+LABEL_SPEC = "org.agentcell.spec"
 DOCKER_SOCKET = "/var/run/docker.sock"
 NANO = 1_000_000_000
 
@@ -55,12 +58,16 @@ def network_name(tenant: str, network: str) -> str:
     return f"agentcell-{tenant}-{network}"
 
 
-def spec_hash(document: AgentDocument) -> str:
-    """A stable digest of everything that shapes the cell; a changed hash means replace."""
-    canonical = json.dumps(
+def spec_json(document: AgentDocument) -> str:
+    """The normalized document as compact, key-sorted JSON."""
+    return json.dumps(
         document.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def spec_hash(document: AgentDocument) -> str:
+    """A stable digest of everything that shapes the cell; a changed hash means replace."""
+    return hashlib.sha256(spec_json(document).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,8 +217,18 @@ def _tmpfs_options(mount: TmpfsMount) -> str:
     return f"size={mount.size},mode=1777{flags},nosuid,nodev"
 
 
-def settings_for(admitted: AdmittedSpec, *, image: str | None = None) -> ContainerSettings:
-    """Docker settings for an admitted spec; ``image`` overrides the reference (e.g. a digest).
+def settings_for(
+    admitted: AdmittedSpec,
+    *,
+    image: str | None = None,
+    extra_mounts: Sequence[BindMount] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> ContainerSettings:
+    """Docker settings for an admitted spec.
+
+    ``image`` overrides the reference (e.g. with a digest). ``extra_mounts`` and ``extra_env``
+    carry what agentcell itself gives a cell (identity files, a control-plane socket); they
+    are not part of the spec and so do not change its hash.
 
     Raises:
         SpecError: a seccomp profile file named by the spec cannot be read.
@@ -233,6 +250,7 @@ def settings_for(admitted: AdmittedSpec, *, image: str | None = None) -> Contain
     ]
     if spec.host.docker_socket:
         mounts.append(BindMount(source=DOCKER_SOCKET, target=DOCKER_SOCKET, read_only=True))
+    mounts.extend(extra_mounts)
 
     if spec.host.network:
         network_mode, internal = "host", None
@@ -261,6 +279,8 @@ def settings_for(admitted: AdmittedSpec, *, image: str | None = None) -> Contain
         LABEL_SPEC_HASH: spec_hash(doc.document),
         LABEL_RUNTIME: security.runtime,
         LABEL_SOURCE: f"{doc.file}:{doc.line}",
+        # The normalized spec travels with the cell so `verify` can compare against it later.
+        LABEL_SPEC: spec_json(doc.document),
     }
     excepted = sorted({finding.rule for finding in admitted.findings if finding.excepted})
     if excepted:
@@ -271,7 +291,7 @@ def settings_for(admitted: AdmittedSpec, *, image: str | None = None) -> Contain
         image=image or spec.image,
         entrypoint=spec.command,
         command=spec.args,
-        environment=dict(spec.env),
+        environment={**spec.env, **(extra_env or {})},
         user=f"{security.user}:{security.group}",
         cap_add=security.capabilities,
         security_opt=tuple(security_opt),

@@ -1,0 +1,298 @@
+"""Building agentcell's own images without a registry.
+
+Hosts here reach Debian's package mirrors but no container registry, so nothing can be pulled.
+:func:`bootstrap` therefore builds a Debian root filesystem with ``mmdebstrap``, imports it as
+:data:`BASE_IMAGE`, and builds every image under ``agentcell/assets/images/<name>/`` FROM it.
+On a host that has a registry, a normal base image (``debian:bookworm-slim``,
+``python:3.11-slim``) can be named instead and the mmdebstrap step is skipped.
+
+Rerunning is cheap: the base is only rebuilt when asked to, and the image builds hit Docker's
+build cache unless a Dockerfile or script changed, in which case the tag moves to the new image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from agentcell.errors import HostError, ImageError
+from agentcell.runtime.docker.client import translated
+
+__all__ = [
+    "BASE_IMAGE",
+    "IMAGE_LABEL",
+    "IMAGE_VERSION",
+    "BuiltImage",
+    "bootstrap",
+    "image_names",
+    "image_reference",
+]
+
+BASE_IMAGE = "agentcell/base:bookworm"
+# The tag of every image built here; kept equal to the package version, which the examples name.
+IMAGE_VERSION = "0.1.0"
+# Every image built here carries this label, with the image's name as the value.
+IMAGE_LABEL = "org.agentcell.image"
+
+# mmdebstrap's essential variant is the smallest Debian that still has sh and coreutils, which
+# sandbox users and `docker exec` read-backs need; python3 (not python3-minimal) brings the stdlib.
+# Documentation, manual pages and translations are left out: nothing in a cell reads them.
+_MMDEBSTRAP_OPTIONS = (
+    "--variant=essential",
+    "--include=python3",
+    "--dpkgopt=path-exclude=/usr/share/doc/*",
+    "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+    "--dpkgopt=path-exclude=/usr/share/man/*",
+    "--dpkgopt=path-exclude=/usr/share/info/*",
+    "--dpkgopt=path-exclude=/usr/share/locale/*",
+    "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+    # mmdebstrap copies the host's resolv.conf and hostname into the tree; the engine supplies
+    # both at run time, so the host's values must not be baked into a shared image.
+    '--customize-hook=: > "$1/etc/resolv.conf"; : > "$1/etc/hostname"',
+)
+# An imported tarball has no image config; give it what a Debian base image normally has.
+_BASE_CHANGES = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    f"LABEL {IMAGE_LABEL}=base",
+)
+_MMDEBSTRAP_TIMEOUT_SECONDS = 1800
+_LOG_TAIL_LINES = 20
+_SUITE = re.compile(r"[a-z][a-z0-9-]*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltImage:
+    """An image that bootstrap made or found up to date."""
+
+    reference: str
+    image_id: str
+    size_bytes: int
+
+
+def image_names() -> list[str]:
+    """Names of the images agentcell ships: the asset folders that hold a Dockerfile."""
+    root = files("agentcell") / "assets" / "images"
+    return sorted(entry.name for entry in root.iterdir() if (entry / "Dockerfile").is_file())
+
+
+def image_reference(name: str) -> str:
+    """The tag bootstrap gives the image built from ``assets/images/<name>/``."""
+    return f"agentcell/{name}:{IMAGE_VERSION}"
+
+
+def bootstrap(
+    client: docker.DockerClient,
+    *,
+    base: str | None = None,
+    suite: str = "bookworm",
+    force: bool = False,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> list[BuiltImage]:
+    """Make the base image if needed, then build every shipped image FROM it.
+
+    With ``base`` None the base is :data:`BASE_IMAGE`, built offline from Debian ``suite`` and
+    kept once it exists; it is listed first in the result. With ``base`` given, that image is
+    the FROM of every build (the engine pulls it if it is missing) and is not listed.
+    ``force`` rebuilds the mmdebstrap base and builds every image without the build cache.
+
+    Raises:
+        HostError: mmdebstrap is not installed.
+        ImageError: the rootfs, the import or a build failed; carries the last log lines.
+        EngineUnavailable: the engine went away.
+    """
+    built: list[BuiltImage] = []
+    if base is None:
+        built.append(_ensure_base(client, suite=suite, force=force, progress=progress))
+        base = BASE_IMAGE
+    for name in image_names():
+        built.append(_build(client, name, base=base, force=force, progress=progress))
+    return built
+
+
+def _ensure_base(
+    client: docker.DockerClient, *, suite: str, force: bool, progress: Callable[[str], None]
+) -> BuiltImage:
+    """Return the mmdebstrap base image, building and importing it when missing or forced."""
+    if not force:
+        existing = _find(client, BASE_IMAGE)
+        if existing is not None:
+            progress(f"{BASE_IMAGE}: present")
+            return existing
+    if not _SUITE.fullmatch(suite):
+        raise ImageError(
+            f"{suite!r} is not a Debian suite name",
+            fix="name a suite such as bookworm or trixie",
+        )
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise HostError(
+            "mmdebstrap is not installed, so the offline base image cannot be built",
+            fix="run scripts/setup.sh (it installs mmdebstrap), or pass a base image that "
+            "the engine can pull",
+        )
+    with tempfile.TemporaryDirectory(prefix="agentcell-rootfs-") as workdir:
+        rootfs = Path(workdir) / "rootfs.tar"
+        progress(f"{BASE_IMAGE}: building a Debian {suite} rootfs with mmdebstrap")
+        _run_mmdebstrap(mmdebstrap, suite, rootfs)
+        progress(f"{BASE_IMAGE}: importing the rootfs")
+        repository, _, tag = BASE_IMAGE.rpartition(":")
+        with translated("import image", subject=BASE_IMAGE):
+            result: Any = client.api.import_image_from_file(
+                str(rootfs), repository=repository, tag=tag, changes=list(_BASE_CHANGES)
+            )
+        _raise_on_stream_error(_json_lines(result), action=f"importing {BASE_IMAGE}")
+    image = _find(client, BASE_IMAGE)
+    if image is None:
+        raise ImageError(
+            f"the engine accepted the rootfs but {BASE_IMAGE} does not exist afterwards",
+            fix="check the dockerd log, then run `agentcell image bootstrap --force`",
+        )
+    progress(f"{BASE_IMAGE}: imported ({image.size_bytes / 1e6:.0f} MB)")
+    return image
+
+
+def _run_mmdebstrap(mmdebstrap: str, suite: str, target: Path) -> None:
+    """Write a rootfs tarball for ``suite`` to ``target``; raise with its log tail on failure."""
+    command = [mmdebstrap, *_MMDEBSTRAP_OPTIONS, suite, str(target)]
+    try:
+        finished = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=_MMDEBSTRAP_TIMEOUT_SECONDS,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ImageError(
+            f"mmdebstrap did not finish within {_MMDEBSTRAP_TIMEOUT_SECONDS} s",
+            fix="check that the host reaches its Debian mirror (apt-get update)",
+        ) from exc
+    except OSError as exc:
+        raise HostError(
+            f"cannot run mmdebstrap: {exc}", fix="run scripts/setup.sh to reinstall it"
+        ) from exc
+    if finished.returncode != 0:
+        raise ImageError(
+            f"mmdebstrap failed with exit code {finished.returncode}:\n"
+            + _tail((finished.stderr or finished.stdout).splitlines()),
+            fix="check that the host reaches its Debian mirror (apt-get update) and that "
+            "mmdebstrap runs as root",
+        )
+
+
+def _build(
+    client: docker.DockerClient,
+    name: str,
+    *,
+    base: str,
+    force: bool,
+    progress: Callable[[str], None],
+) -> BuiltImage:
+    """Build ``assets/images/<name>/`` FROM ``base`` and tag it; cached steps make reruns fast."""
+    reference = image_reference(name)
+    previous = _find(client, reference)
+    log: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+    assets = files("agentcell") / "assets" / "images" / name
+    with as_file(assets) as context, translated("build image", subject=reference):
+        for chunk in client.api.build(
+            path=str(context),
+            tag=reference,
+            buildargs={"BASE": base},
+            labels={
+                IMAGE_LABEL: name,
+                "org.opencontainers.image.version": IMAGE_VERSION,
+                "org.opencontainers.image.base.name": base,
+            },
+            nocache=force,
+            pull=False,
+            rm=True,
+            forcerm=True,
+            # Builds are offline by design: a step that needs the network is a bug.
+            network_mode="none",
+            decode=True,
+        ):
+            if not isinstance(chunk, dict):
+                continue
+            text = chunk.get("stream")
+            if isinstance(text, str):
+                log.extend(line for line in text.splitlines() if line.strip())
+            error = chunk.get("error")
+            if error is not None:
+                log.extend(str(error).splitlines())
+                raise ImageError(
+                    f"building {reference} failed:\n{_tail(log)}",
+                    fix=f"fix src/agentcell/assets/images/{name}/ or the base image {base}, "
+                    "then rerun `agentcell image bootstrap`",
+                )
+    image = _find(client, reference)
+    if image is None:
+        raise ImageError(
+            f"the build of {reference} ended without the tag:\n{_tail(log)}",
+            fix="check the dockerd log, then run `agentcell image bootstrap --force`",
+        )
+    unchanged = previous is not None and previous.image_id == image.image_id
+    state = "up to date" if unchanged else "built"
+    progress(f"{reference}: {state} ({image.size_bytes / 1e6:.0f} MB)")
+    return image
+
+
+def _find(client: docker.DockerClient, reference: str) -> BuiltImage | None:
+    """The image tagged ``reference``, or None when there is none."""
+    with translated("inspect image", subject=reference):
+        try:
+            image = client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            return None
+    return BuiltImage(
+        reference=reference,
+        image_id=str(image.id),
+        size_bytes=int(image.attrs.get("Size", 0)),
+    )
+
+
+def _json_lines(result: object) -> list[dict[str, Any]]:
+    """Decode the newline-separated JSON messages the engine answers an import with."""
+    text = result.decode() if isinstance(result, bytes) else str(result or "")
+    messages: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:
+            messages.append({"status": line})
+            continue
+        if isinstance(message, dict):
+            messages.append(message)
+    return messages
+
+
+def _raise_on_stream_error(messages: Iterable[dict[str, Any]], *, action: str) -> None:
+    """Raise ImageError when the engine reported a failure inside a 200 response."""
+    for message in messages:
+        error = message.get("error")
+        if error is not None:
+            raise ImageError(
+                f"{action} failed: {error}",
+                fix="check the dockerd log, then run `agentcell image bootstrap --force`",
+            )
+
+
+def _tail(lines: Iterable[str]) -> str:
+    """The last log lines, indented under the message they explain."""
+    kept = deque((line.rstrip() for line in lines), maxlen=_LOG_TAIL_LINES)
+    return "\n".join(f"    {line}" for line in kept)
