@@ -271,6 +271,12 @@ def _explain(
             where=where,
             fix=f"{hint}fields allowed here: {', '.join(allowed)}",
         )
+    if kind == "string_type" and isinstance(error.get("input"), int | float | bool):
+        return SpecError(
+            f"wrong value {_short(error.get('input'))}: a string is expected",
+            where=where,
+            fix=f"quote it: '{error.get('input')}' (YAML reads bare numbers and yes/no as such)",
+        )
     if kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "enum"):
         return SpecError(
             f"wrong value {_short(error.get('input'))}: {message}",

@@ -48,6 +48,8 @@ API_VERSION = "agentcell/v1"
 KIND = "Agent"
 MiB = 1024**2
 GiB = 1024**3
+MEMORY_MIN = 6 * MiB  # the engine refuses less
+MEMORY_MAX = 4096 * GiB
 
 RuntimeName = Literal["runc", "crun", "runsc"]
 SeccompMode = Literal["strict", "default", "unconfined"]
@@ -152,11 +154,11 @@ class Resources(_Model):
 
     cpus: float = Field(default=0.5, gt=0, le=1024, description="CPU time in cores (quota).")
     memory: ByteSize = Field(
-        default=256 * MiB, ge=6 * MiB, le=4096 * GiB, description="Memory limit."
+        default=256 * MiB, ge=MEMORY_MIN, le=MEMORY_MAX, description="Memory limit."
     )
     memory_swap: ByteSize = Field(
         default=256 * MiB,
-        ge=6 * MiB,
+        ge=0,
         le=8192 * GiB,
         description="Memory plus swap limit; defaults to memory, meaning no swap.",
     )
@@ -170,7 +172,13 @@ class Resources(_Model):
     @classmethod
     def _swap_defaults_to_memory(cls, data: Any) -> Any:
         if isinstance(data, dict) and "memory" in data and "memory_swap" not in data:
-            return {**data, "memory_swap": data["memory"]}
+            # Copy only a valid memory value: a bad one is reported once, by the memory field.
+            try:
+                memory = _size(data["memory"])
+            except ValueError:
+                return data
+            if isinstance(memory, int) and MEMORY_MIN <= memory <= MEMORY_MAX:
+                return {**data, "memory_swap": memory}
         return data
 
     @model_validator(mode="after")

@@ -32,6 +32,7 @@ from agentcell.runtime.docker.client import translated
 
 __all__ = [
     "BASE_IMAGE",
+    "BASE_REPOSITORY",
     "IMAGE_LABEL",
     "IMAGE_VERSION",
     "BuiltImage",
@@ -40,7 +41,9 @@ __all__ = [
     "image_reference",
 ]
 
-BASE_IMAGE = "agentcell/base:bookworm"
+# The mmdebstrap base is tagged with its Debian suite; bookworm is the default.
+BASE_REPOSITORY = "agentcell/base"
+BASE_IMAGE = f"{BASE_REPOSITORY}:bookworm"
 # The tag of every image built here; kept equal to the package version, which the examples name.
 IMAGE_VERSION = "0.1.0"
 # Every image built here carries this label, with the image's name as the value.
@@ -103,8 +106,9 @@ def bootstrap(
 ) -> list[BuiltImage]:
     """Make the base image if needed, then build every shipped image FROM it.
 
-    With ``base`` None the base is :data:`BASE_IMAGE`, built offline from Debian ``suite`` and
-    kept once it exists; it is listed first in the result. With ``base`` given, that image is
+    With ``base`` None the base is ``agentcell/base:<suite>`` (:data:`BASE_IMAGE` for the
+    default suite), built offline from Debian and kept once it exists; it is listed first in
+    the result. With ``base`` given, that image is
     the FROM of every build (the engine pulls it if it is missing) and is not listed.
     ``force`` rebuilds the mmdebstrap base and builds every image without the build cache.
 
@@ -115,8 +119,14 @@ def bootstrap(
     """
     built: list[BuiltImage] = []
     if base is None:
-        built.append(_ensure_base(client, suite=suite, force=force, progress=progress))
-        base = BASE_IMAGE
+        if not _SUITE.fullmatch(suite):
+            raise ImageError(
+                f"{suite!r} is not a Debian suite name",
+                fix="name a suite such as bookworm or trixie",
+            )
+        base_image = _ensure_base(client, suite=suite, force=force, progress=progress)
+        built.append(base_image)
+        base = base_image.reference
     for name in image_names():
         built.append(_build(client, name, base=base, force=force, progress=progress))
     return built
@@ -126,16 +136,12 @@ def _ensure_base(
     client: docker.DockerClient, *, suite: str, force: bool, progress: Callable[[str], None]
 ) -> BuiltImage:
     """Return the mmdebstrap base image, building and importing it when missing or forced."""
+    reference = f"{BASE_REPOSITORY}:{suite}"
     if not force:
-        existing = _find(client, BASE_IMAGE)
+        existing = _find(client, reference)
         if existing is not None:
-            progress(f"{BASE_IMAGE}: present")
+            progress(f"{reference}: present ({existing.size_bytes / 1e6:.0f} MB)")
             return existing
-    if not _SUITE.fullmatch(suite):
-        raise ImageError(
-            f"{suite!r} is not a Debian suite name",
-            fix="name a suite such as bookworm or trixie",
-        )
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise HostError(
@@ -145,22 +151,21 @@ def _ensure_base(
         )
     with tempfile.TemporaryDirectory(prefix="agentcell-rootfs-") as workdir:
         rootfs = Path(workdir) / "rootfs.tar"
-        progress(f"{BASE_IMAGE}: building a Debian {suite} rootfs with mmdebstrap")
+        progress(f"{reference}: building a Debian {suite} rootfs with mmdebstrap")
         _run_mmdebstrap(mmdebstrap, suite, rootfs)
-        progress(f"{BASE_IMAGE}: importing the rootfs")
-        repository, _, tag = BASE_IMAGE.rpartition(":")
-        with translated("import image", subject=BASE_IMAGE):
+        progress(f"{reference}: importing the rootfs")
+        with translated("import image", subject=reference):
             result: Any = client.api.import_image_from_file(
-                str(rootfs), repository=repository, tag=tag, changes=list(_BASE_CHANGES)
+                str(rootfs), repository=BASE_REPOSITORY, tag=suite, changes=list(_BASE_CHANGES)
             )
-        _raise_on_stream_error(_json_lines(result), action=f"importing {BASE_IMAGE}")
-    image = _find(client, BASE_IMAGE)
+        _raise_on_stream_error(_json_lines(result), action=f"importing {reference}")
+    image = _find(client, reference)
     if image is None:
         raise ImageError(
-            f"the engine accepted the rootfs but {BASE_IMAGE} does not exist afterwards",
+            f"the engine accepted the rootfs but {reference} does not exist afterwards",
             fix="check the dockerd log, then run `agentcell image bootstrap --force`",
         )
-    progress(f"{BASE_IMAGE}: imported ({image.size_bytes / 1e6:.0f} MB)")
+    progress(f"{reference}: imported ({image.size_bytes / 1e6:.0f} MB)")
     return image
 
 

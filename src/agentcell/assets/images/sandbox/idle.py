@@ -1,4 +1,4 @@
-"""PID 1 of a sandbox cell: wait for SIGTERM, reap orphans, exit 0.
+"""PID 1 of a sandbox cell: say it is ready, reap orphans, exit 0 on SIGTERM.
 
 Sandbox work arrives through exec, so the main process only has to stay up. As PID 1 it gets
 no default signal handling from the kernel, and it inherits every orphaned process that
@@ -7,6 +7,7 @@ untrusted commands leave behind; unreaped, those zombies would use up the cell's
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -29,6 +30,8 @@ def main() -> int:
     """Block the signals we care about and take them one at a time, synchronously."""
     watched = {*STOP_SIGNALS, signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    # From here on a SIGTERM is held until sigwait takes it, so "ready" means stoppable.
+    print(json.dumps({"event": "ready", "stop_signal": "SIGTERM"}), flush=True)
     while True:
         received = signal.sigwait(watched)
         if received in STOP_SIGNALS:

@@ -1,0 +1,75 @@
+"""Fixtures shared by every test: a real Docker Engine, and bookkeeping that removes what a
+test created even when it fails."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+TEST_LABEL = "org.agentcell.test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration needs the engine; mark it so `-m` can select it."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A client for the local engine. Skips without one, unless CI demands it
+    (AGENTCELL_REQUIRE_DOCKER=1 turns the skip into a failure)."""
+    try:
+        client = docker.DockerClient.from_env(version="1.41")
+        client.ping()
+    except docker.errors.DockerException as exc:
+        if os.environ.get("AGENTCELL_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"the Docker Engine is required but unreachable: {exc}")
+        pytest.skip(f"no Docker Engine: {exc}")
+    yield client
+    client.close()
+
+
+class Created:
+    """Names of containers and networks a test made; all removed at teardown."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self.containers: list[str] = []
+        self.networks: list[str] = []
+
+    def container(self, name: str) -> str:
+        self.containers.append(name)
+        return name
+
+    def network(self, name: str) -> str:
+        self.networks.append(name)
+        return name
+
+    def remove_all(self) -> None:
+        for name in self.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.containers.get(name).remove(force=True)
+        for name in self.networks:
+            for network in self.client.networks.list(names=[name]):
+                with contextlib.suppress(docker.errors.NotFound):
+                    network.remove()
+
+
+@pytest.fixture
+def created(docker_client: docker.DockerClient) -> Iterator[Created]:
+    """Record what the test creates; remove it afterwards whatever happened."""
+    record = Created(docker_client)
+    try:
+        yield record
+    finally:
+        record.remove_all()

@@ -1,0 +1,163 @@
+"""What a spec becomes for Docker, without an engine."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from agentcell.errors import SpecError
+from agentcell.policy import AdmittedSpec, Finding, admit
+from agentcell.policy.view import CellView
+from agentcell.runtime.docker.translate import (
+    LABEL_SPEC,
+    LABEL_SPEC_HASH,
+    BindMount,
+    settings_for,
+)
+from agentcell.spec.load import SpecDocument, load_paths, load_text
+from agentcell.spec.model import AgentDocument
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+MINIMAL = """\
+apiVersion: agentcell/v1
+kind: Agent
+metadata: {name: tiny, tenant: acme}
+spec:
+  image: agentcell/sandbox:0.1.0
+"""
+
+
+class AdmitAll:
+    """Translation is policy's business only through AdmittedSpec; these tests judge nothing."""
+
+    name = "admit-all"
+
+    def evaluate(self, doc: SpecDocument) -> Sequence[Finding]:
+        return ()
+
+    def judge(self, view: CellView) -> Sequence[Finding]:
+        return ()
+
+
+def admitted(text: str = MINIMAL) -> AdmittedSpec:
+    (doc,) = load_text(text, file="tiny.yaml")
+    return admit(doc, AdmitAll())
+
+
+def test_admitted_spec_cannot_be_forged() -> None:
+    spec = admitted()
+    with pytest.raises(TypeError, match="admit"):
+        AdmittedSpec(spec.doc, (), "forged", _key=object())
+
+
+def test_minimal_spec_becomes_a_locked_down_container() -> None:
+    kwargs = settings_for(admitted()).sdk_kwargs()
+    assert kwargs["name"] == "agentcell-acme-tiny"
+    assert kwargs["user"] == "1001:1001"
+    assert kwargs["cap_drop"] == ["ALL"]
+    assert "cap_add" not in kwargs
+    assert "no-new-privileges:true" in kwargs["security_opt"]
+    assert kwargs["read_only"] is True
+    assert kwargs["tmpfs"] == {"/tmp": "size=67108864,mode=1777,noexec,nosuid,nodev"}
+    assert kwargs["nano_cpus"] == 500_000_000
+    assert kwargs["mem_limit"] == kwargs["memswap_limit"] == 256 * 2**20
+    assert kwargs["pids_limit"] == 128
+    assert kwargs["network_mode"] == "none"
+    assert "pid_mode" not in kwargs
+    assert kwargs["volumes"] == []
+    assert kwargs["restart_policy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
+    assert kwargs["runtime"] == "runc"
+
+
+def test_the_spec_travels_with_the_cell() -> None:
+    spec = admitted()
+    labels = settings_for(spec).labels
+    assert AgentDocument.model_validate_json(labels[LABEL_SPEC]) == spec.doc.document
+
+
+def test_spec_hash_changes_with_the_spec_only() -> None:
+    first = settings_for(admitted()).labels[LABEL_SPEC_HASH]
+    assert settings_for(admitted()).labels[LABEL_SPEC_HASH] == first
+    changed = admitted(MINIMAL + "  resources: {pids: 64}\n")
+    assert settings_for(changed).labels[LABEL_SPEC_HASH] != first
+
+
+def test_extra_mounts_and_env_do_not_change_the_hash() -> None:
+    spec = admitted()
+    extra = settings_for(
+        spec,
+        extra_mounts=[BindMount(source="/run/x", target="/run/x", read_only=True)],
+        extra_env={"TOKEN_FILE": "/run/x/token"},
+    )
+    plain = settings_for(spec)
+    assert extra.labels[LABEL_SPEC_HASH] == plain.labels[LABEL_SPEC_HASH]
+    assert extra.sdk_kwargs()["volumes"] == ["/run/x:/run/x:ro"]
+    assert extra.environment["TOKEN_FILE"] == "/run/x/token"
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_docker_run_rendering_says_what_the_sdk_gets(example: Path) -> None:
+    (doc,) = load_paths([example])
+    settings = settings_for(admit(doc, AdmitAll()))
+    argv = shlex.split(settings.docker_run_command())
+    kwargs = settings.sdk_kwargs()
+
+    def values(flag: str) -> list[str]:
+        return [argv[i + 1] for i, word in enumerate(argv) if word == flag]
+
+    assert values("--name") == [kwargs["name"]]
+    assert values("--user") == [kwargs["user"]]
+    assert values("--cap-drop") == ["ALL"]
+    assert values("--network") == [kwargs["network_mode"]]
+    assert values("--pids-limit") == [str(kwargs["pids_limit"])]
+    assert values("--runtime") == [kwargs["runtime"]]
+    assert values("-v") == kwargs["volumes"]
+    assert ("--read-only" in argv) is kwargs["read_only"]
+    assert float(values("--cpus")[0]) * 1e9 == kwargs["nano_cpus"]
+    assert sorted(v.split(":", 1)[0] for v in values("--tmpfs")) == sorted(kwargs["tmpfs"])
+    assert argv[-1] == kwargs["image"] or kwargs.get("command")
+
+
+def test_host_access_is_rendered_read_only() -> None:
+    spec = admitted(
+        MINIMAL
+        + "  host:\n    mounts:\n      - {source: /proc, target: /host/proc}\n"
+        + "    docker_socket: true\n    pid: true\n"
+    )
+    kwargs = settings_for(spec).sdk_kwargs()
+    assert kwargs["volumes"] == [
+        "/proc:/host/proc:ro",
+        "/var/run/docker.sock:/var/run/docker.sock:ro",
+    ]
+    assert kwargs["pid_mode"] == "host"
+
+
+def test_named_network_maps_to_a_tenant_network() -> None:
+    settings = settings_for(admitted(MINIMAL + "  network: backend\n"))
+    assert settings.network_mode == settings.internal_network == "agentcell-acme-backend"
+
+
+def test_custom_seccomp_profile_is_inlined(tmp_path: Path) -> None:
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": []}
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    spec_file = tmp_path / "a.yaml"
+    spec_file.write_text(MINIMAL + "  security: {seccomp: p.json}\n")
+    (doc,) = load_paths([spec_file])
+    settings = settings_for(admit(doc, AdmitAll()))
+    inline = [o for o in settings.security_opt if o.startswith("seccomp=")]
+    assert [json.loads(o.removeprefix("seccomp=")) for o in inline] == [profile]
+    assert f"seccomp={tmp_path}/p.json" in settings.docker_run_command()
+
+
+def test_unreadable_seccomp_profile_names_the_spec_line(tmp_path: Path) -> None:
+    spec_file = tmp_path / "a.yaml"
+    spec_file.write_text(MINIMAL + "  security:\n    seccomp: missing.json\n")
+    (doc,) = load_paths([spec_file])
+    with pytest.raises(SpecError) as caught:
+        settings_for(admit(doc, AdmitAll()))
+    assert caught.value.where is not None
+    assert (caught.value.where.line, caught.value.where.field) == (7, "spec.security.seccomp")
