@@ -14,8 +14,10 @@ The CLI catches only :class:`Error`.
     │   └── EngineUnavailable     the container engine cannot be reached
     ├── BackendError              the engine refused or failed an operation              (exit 1)
     │   ├── CellNotFound          no cell by that name
-    │   └── CellConflict          a name is taken by something agentcell does not own
-    └── ImageError                an image cannot be built or found                     (exit 1)
+    │   └── CellConflict          a name is taken by something agentcell does not own (exit 2)
+    ├── ImageError                an image cannot be built or found                     (exit 1)
+    └── TrustError                an image is unsigned, wrongly signed, tampered with,
+                                  or its registry cannot be asked                       (exit 2)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "ImageError",
     "Location",
     "SpecError",
+    "TrustError",
 ]
 
 
@@ -125,8 +128,33 @@ class CellNotFound(BackendError):
 
 
 class CellConflict(BackendError):
-    """A name is already taken by a container that agentcell does not own."""
+    """A name is already taken by a container that agentcell does not own.
+
+    Bad input rather than an engine failure: the spec must name another agent.
+    """
+
+    exit_code = 2
 
 
 class ImageError(Error):
     """An image cannot be built, imported or found."""
+
+
+class TrustError(Error):
+    """An image failed the trust checks that run before launch, or could not be checked.
+
+    ``reason`` names the check for programs and tests; ``what`` says it for people.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        reason: str,
+        where: Location | None = None,
+        fix: str | None = None,
+    ) -> None:
+        super().__init__(what, where=where, fix=fix)
+        self.reason = reason

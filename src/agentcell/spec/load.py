@@ -271,6 +271,12 @@ def _explain(
             where=where,
             fix=f"{hint}fields allowed here: {', '.join(allowed)}",
         )
+    if kind in ("model_type", "dict_type") and error.get("input") is None:
+        return SpecError(
+            f"{_dotted(path) or 'the document'} is empty",
+            where=where,
+            fix="write its fields under it (see `agentcell schema`)",
+        )
     if kind == "string_type" and isinstance(error.get("input"), int | float | bool):
         return SpecError(
             f"wrong value {_short(error.get('input'))}: a string is expected",

@@ -213,3 +213,10 @@ def test_where_falls_back_to_the_nearest_written_parent() -> None:
     (doc,) = load_text(MINIMAL, file="a.yaml")
     location = doc.where("spec", "security", "user")
     assert (location.line, location.field) == (5, "spec.security.user")
+
+
+def test_empty_spec_section_is_named() -> None:
+    error = only_problem(MINIMAL.replace("  image: agentcell/sandbox:0.1.0\n", ""))
+    assert error.what == "spec is empty"
+    assert error.where is not None
+    assert error.where.line == 5

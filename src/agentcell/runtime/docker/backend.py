@@ -100,6 +100,7 @@ class DockerBackend:
             if labels.get(LABEL_MANAGED) != "true":
                 raise CellConflict(
                     f"a container named {settings.name} exists and agentcell did not create it",
+                    where=admitted.doc.where("metadata", "name"),
                     fix=f"rename or remove it (docker rm -f {settings.name}), or rename the agent",
                 )
             if labels.get(LABEL_SPEC_HASH) == settings.labels[LABEL_SPEC_HASH]:
