@@ -54,9 +54,10 @@ bash scripts/setup.sh
 show "$AGENTCELL" image bootstrap
 trap teardown EXIT
 show "$AGENTCELL" runtimes
-for spec in "${SPECS[@]}"; do
-  show "$AGENTCELL" up -f "$spec"
-done
+# The monitoring agent reads the host's /proc and /sys: the monitoring-agent policy admits
+# read-only host mounts (with warnings); the sandbox passes the default, restricted one.
+show "$AGENTCELL" up -f examples/monitor-agent.yaml --policy monitoring-agent
+show "$AGENTCELL" up -f examples/sandbox.yaml
 show "$AGENTCELL" ps
 show "$AGENTCELL" inspect monitor-agent
 show "$AGENTCELL" inspect sandbox

@@ -145,7 +145,12 @@ class ContainerSettings:
         return {key: value for key, value in kwargs.items() if value is not None}
 
     def docker_run_argv(self) -> list[str]:
-        """The equivalent ``docker run -d`` command line."""
+        """The equivalent ``docker run -d`` command line (without the ``org.agentcell.spec``
+        bookkeeping label).
+
+        ``docker run`` can only give a healthcheck in shell form, so ``--health-cmd`` needs a
+        shell in the image where agentcell's exec form does not.
+        """
         argv = ["docker", "run", "-d", "--name", self.name, "--user", self.user]
         argv += ["--cap-drop", "ALL"]
         for cap in self.cap_add:
@@ -182,7 +187,10 @@ class ContainerSettings:
         for key, value in sorted(self.environment.items()):
             argv += ["-e", f"{key}={value}"]
         for key, value in sorted(self.labels.items()):
-            argv += ["--label", f"{key}={value}"]
+            # The spec label is agentcell's own record for `verify`; it shapes no isolation
+            # and would drown the command in JSON.
+            if key != LABEL_SPEC:
+                argv += ["--label", f"{key}={value}"]
         if self.entrypoint is not None:
             # docker run takes one word for --entrypoint; the rest goes before the args.
             argv += ["--entrypoint", self.entrypoint[0] if self.entrypoint else ""]
