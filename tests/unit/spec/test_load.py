@@ -220,3 +220,15 @@ def test_empty_spec_section_is_named() -> None:
     assert error.what == "spec is empty"
     assert error.where is not None
     assert error.where.line == 5
+
+
+def test_binary_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_bytes(b"apiVersion: \xff\xfe\n")
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_paths([path])
+
+
+def test_directory_without_specs_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"no \*\.yaml"):
+        load_paths([tmp_path])
