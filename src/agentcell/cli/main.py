@@ -16,7 +16,6 @@ import typer
 from agentcell.errors import Error
 
 if TYPE_CHECKING:
-    from agentcell.policy.admission import AdmittedSpec
     from agentcell.runtime.docker.backend import DockerBackend
 
 __all__ = ["app", "main"]
@@ -28,8 +27,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-image_app = typer.Typer(help="Build agentcell's images offline.", no_args_is_help=True)
+image_app = typer.Typer(
+    help="Build, push, sign and verify images (offline base, minimal images, cosign format).",
+    no_args_is_help=True,
+)
 app.add_typer(image_app, name="image")
+keys_app = typer.Typer(help="Signing keys (cosign-compatible).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 SpecFiles = Annotated[
     list[Path],
@@ -42,32 +46,6 @@ def _err(message: str) -> None:
     sys.stderr.write(message.rstrip("\n") + "\n")
 
 
-def _admit_all(files: list[Path], policy_name: str) -> list[AdmittedSpec]:
-    """Load and admit every document, refusing all of them if any one is refused."""
-    from agentcell.errors import AdmissionError
-    from agentcell.policy import admit, preset
-    from agentcell.spec.load import load_paths
-
-    documents = load_paths(files)
-    policy = preset(policy_name)
-    admitted, refusals = [], []
-    for doc in documents:
-        try:
-            admitted.append(admit(doc, policy))
-        except AdmissionError as exc:
-            refusals.append(exc)
-    if refusals:
-        raise AdmissionError(
-            "\n".join(exc.what for exc in refusals) + "\nnothing was launched",
-            fix="change the spec as each finding says, or add a reasoned exception",
-        )
-    for spec in admitted:
-        for finding in spec.findings:
-            if finding.severity != "info":
-                _err(finding.describe())
-    return admitted
-
-
 def _backend() -> DockerBackend:
     from agentcell.runtime.docker.backend import DockerBackend
 
@@ -76,19 +54,16 @@ def _backend() -> DockerBackend:
 
 @app.command()
 def up(files: SpecFiles, policy: PolicyName = "restricted") -> None:
-    """Admit each spec and make its cell match it (create, leave, start or replace)."""
-    from agentcell.runtime.docker.translate import settings_for
+    """Admit each spec, check the host and the images, then make each cell match its spec
+    (create, leave, start or replace)."""
+    from agentcell.launch import up_files
 
-    admitted = _admit_all(files, policy)
-    backend = _backend()
-    # Check every cell against this host before launching any of them.
-    for spec in admitted:
-        settings = settings_for(spec)
-        backend.facts.require_runtime(settings.runtime, networked=settings.network_mode != "none")
-    for spec in admitted:
-        result = backend.up(spec)
-        cell = result.cell
-        print(f"{result.action:9} {cell.key} ({cell.container}) runtime={cell.runtime}")
+    for launched in up_files(files, policy_name=policy, backend=_backend(), warn=_err):
+        result, cell = launched.result, launched.result.cell
+        print(
+            f"{result.action:9} {cell.key} ({cell.container}) runtime={cell.runtime} "
+            f"image={launched.image.trust}"
+        )
 
 
 @app.command()
@@ -176,9 +151,10 @@ def render(
     policy: PolicyName = "restricted",
 ) -> None:
     """Print what a spec becomes, e.g. the equivalent `docker run` command."""
+    from agentcell.launch import admit_files
     from agentcell.runtime.docker.translate import settings_for
 
-    for spec in _admit_all(files, policy):
+    for spec in admit_files(files, policy, warn=_err):
         print(f"# {spec.doc.tenant}/{spec.doc.name} ({spec.doc.file}:{spec.doc.line})")
         print(settings_for(spec).docker_run_command())
 
@@ -225,6 +201,21 @@ def image_bootstrap(
 
     for image in bootstrap(_backend().client, base=base, force=force, progress=_err):
         print(f"{image.reference:40} {image.image_id[:19]} {image.size_bytes / 2**20:7.1f} MiB")
+
+
+def _register_area_commands() -> None:
+    """Commands that live in their area's module (each imports its heavy parts lazily)."""
+    from agentcell.cli import trust_cmds
+
+    keys_app.command("generate")(trust_cmds.keys_generate)
+    image_app.command("build")(trust_cmds.image_build)
+    image_app.command("report")(trust_cmds.image_report)
+    image_app.command("push")(trust_cmds.image_push)
+    image_app.command("sign")(trust_cmds.image_sign)
+    image_app.command("verify")(trust_cmds.image_verify)
+
+
+_register_area_commands()
 
 
 def main() -> None:

@@ -35,9 +35,18 @@ def cells_table(cells: Iterable[Cell]) -> Table:
             format_bytes(cell.memory_swap - cell.memory) if cell.memory_swap > 0 else "unlimited",
             str(cell.pids or "unlimited"),
             ",".join(cell.exceptions) or "-",
-            cell.image,
+            _image(cell),
         )
     return table
+
+
+def _image(cell: Cell) -> str:
+    """The reference the spec wrote, and the digest it was pinned to."""
+    requested = cell.image_requested or cell.image
+    if cell.image == requested:
+        return requested
+    digest = cell.image.rpartition("@")[2] if "@" in cell.image else cell.image
+    return f"{requested} ({digest[:19]})"
 
 
 def settings_table(name: str, settings: Mapping[str, str]) -> Table:

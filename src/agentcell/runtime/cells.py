@@ -22,6 +22,7 @@ class Cell:
     health: str | None
     runtime: str
     image: str
+    """What the cell runs: a pinned ``repo@sha256:...``, a local image ID, or a tag."""
     image_id: str
     cpus: float
     memory: int
@@ -32,6 +33,10 @@ class Cell:
     exceptions: tuple[str, ...] = ()
     network: str = "none"
     pid: int = 0
+    image_requested: str = ""
+    """The reference the spec wrote."""
+    image_trust: str = ""
+    """How the image was checked at launch, e.g. ``signature verified: ...``."""
 
     @property
     def key(self) -> str:

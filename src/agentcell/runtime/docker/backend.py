@@ -23,6 +23,8 @@ from agentcell.runtime.docker.host import HostFacts
 from agentcell.runtime.docker.translate import (
     LABEL_AGENT,
     LABEL_EXCEPTIONS,
+    LABEL_IMAGE_REQUESTED,
+    LABEL_IMAGE_TRUST,
     LABEL_MANAGED,
     LABEL_SOURCE,
     LABEL_SPEC_HASH,
@@ -78,11 +80,13 @@ class DockerBackend:
         image: str | None = None,
         extra_mounts: Sequence[BindMount] = (),
         extra_env: Mapping[str, str] | None = None,
+        image_trust: str | None = None,
     ) -> UpResult:
         """Make the cell match the admitted spec: create it, leave it, start it or replace it.
 
-        ``image``, ``extra_mounts`` and ``extra_env`` are passed to
-        :func:`~agentcell.runtime.docker.translate.settings_for`.
+        The keyword arguments are passed to
+        :func:`~agentcell.runtime.docker.translate.settings_for`. A cell is unchanged only when
+        both its spec hash and the image it runs (e.g. a pinned digest) are the same.
 
         Raises:
             HostError: the host cannot honour the spec (runtime absent, no network under runsc).
@@ -91,7 +95,11 @@ class DockerBackend:
             BackendError: the engine refused to create or start the cell.
         """
         settings = settings_for(
-            admitted, image=image, extra_mounts=extra_mounts, extra_env=extra_env
+            admitted,
+            image=image,
+            extra_mounts=extra_mounts,
+            extra_env=extra_env,
+            image_trust=image_trust,
         )
         self.facts.require_runtime(settings.runtime, networked=settings.network_mode != "none")
         existing = self._get(settings.name)
@@ -103,7 +111,8 @@ class DockerBackend:
                     where=admitted.doc.where("metadata", "name"),
                     fix=f"rename or remove it (docker rm -f {settings.name}), or rename the agent",
                 )
-            if labels.get(LABEL_SPEC_HASH) == settings.labels[LABEL_SPEC_HASH]:
+            same_image = (existing.attrs.get("Config") or {}).get("Image") == settings.image
+            if same_image and labels.get(LABEL_SPEC_HASH) == settings.labels[LABEL_SPEC_HASH]:
                 if existing.status == "running":
                     return UpResult(cell=self._cell(existing), action="unchanged")
                 with translated("start", subject=settings.name):
@@ -293,6 +302,8 @@ class DockerBackend:
             health=health,
             runtime=str(host.get("Runtime") or "runc"),
             image=str((attrs.get("Config") or {}).get("Image", "?")),
+            image_requested=labels.get(LABEL_IMAGE_REQUESTED, ""),
+            image_trust=labels.get(LABEL_IMAGE_TRUST, ""),
             image_id=str(attrs.get("Image", "?")),
             cpus=cpus,
             memory=int(host.get("Memory") or 0),

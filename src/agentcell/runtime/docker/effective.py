@@ -37,7 +37,9 @@ def effective_settings(attrs: Mapping[str, Any]) -> dict[str, str]:
     ]
     return {
         "container": str(attrs.get("Name", "?")).lstrip("/"),
-        "image": str(config.get("Image", "?")),
+        "image": str(labels.get("org.agentcell.image-requested") or config.get("Image", "?")),
+        "runs image": str(config.get("Image", "?")),
+        "image trust": str(labels.get("org.agentcell.image-trust") or "not checked"),
         "image id": str(attrs.get("Image", "?")),
         "runtime": str(host.get("Runtime") or "runc"),
         "user": str(config.get("User") or "root (image default)"),

@@ -23,6 +23,8 @@ from agentcell.spec.units import format_bytes
 __all__ = [
     "DOCKER_SOCKET",
     "LABEL_AGENT",
+    "LABEL_IMAGE_REQUESTED",
+    "LABEL_IMAGE_TRUST",
     "LABEL_MANAGED",
     "LABEL_SPEC",
     "LABEL_SPEC_HASH",
@@ -44,6 +46,8 @@ LABEL_RUNTIME = "org.agentcell.runtime"
 LABEL_SOURCE = "org.agentcell.source"
 LABEL_EXCEPTIONS = "org.agentcell.exceptions"
 LABEL_SPEC = "org.agentcell.spec"
+LABEL_IMAGE_REQUESTED = "org.agentcell.image-requested"
+LABEL_IMAGE_TRUST = "org.agentcell.image-trust"
 DOCKER_SOCKET = "/var/run/docker.sock"
 NANO = 1_000_000_000
 
@@ -231,12 +235,14 @@ def settings_for(
     image: str | None = None,
     extra_mounts: Sequence[BindMount] = (),
     extra_env: Mapping[str, str] | None = None,
+    image_trust: str | None = None,
 ) -> ContainerSettings:
     """Docker settings for an admitted spec.
 
     ``image`` overrides the reference (e.g. with a digest). ``extra_mounts`` and ``extra_env``
     carry what agentcell itself gives a cell (identity files, a control-plane socket); they
-    are not part of the spec and so do not change its hash.
+    are not part of the spec and so do not change its hash. ``image_trust`` says how the
+    image was checked (e.g. "signature verified: ..."), for ``ps`` and ``inspect``.
 
     Raises:
         SpecError: a seccomp profile file named by the spec cannot be read.
@@ -289,7 +295,10 @@ def settings_for(
         LABEL_SOURCE: f"{doc.file}:{doc.line}",
         # The normalized spec travels with the cell so `verify` can compare against it later.
         LABEL_SPEC: spec_json(doc.document),
+        LABEL_IMAGE_REQUESTED: spec.image,
     }
+    if image_trust is not None:
+        labels[LABEL_IMAGE_TRUST] = image_trust
     excepted = sorted({finding.rule for finding in admitted.findings if finding.excepted})
     if excepted:
         labels[LABEL_EXCEPTIONS] = ",".join(excepted)

@@ -1,0 +1,102 @@
+"""The launch path, end to end: spec files -> admission -> host checks -> trusted images -> cells.
+
+Each step runs for every document before the next step starts, so a refusal anywhere (bad
+input, policy, a runtime this host lacks, an untrusted image) stops the whole batch with
+nothing created. The CLI and any API route call :func:`up_files`; neither repeats its steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentcell.errors import AdmissionError
+from agentcell.policy.admission import AdmittedSpec, admit
+from agentcell.policy.presets import preset
+from agentcell.runtime.cells import UpResult
+from agentcell.runtime.docker.backend import DockerBackend
+from agentcell.runtime.docker.registry import EngineImages, pull_if_missing
+from agentcell.runtime.docker.translate import settings_for
+from agentcell.spec.load import load_paths
+from agentcell.trust.admission import PinnedImage, pin_all
+from agentcell.trust.config import TrustConfig, load_trust_config
+
+__all__ = ["Launched", "admit_files", "up_files"]
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Launched:
+    """One cell brought to its spec, and the image it runs."""
+
+    result: UpResult
+    image: PinnedImage
+
+
+def admit_files(files: Sequence[Path], policy_name: str, *, warn: Report) -> list[AdmittedSpec]:
+    """Load every document and admit each; refuse all of them if any one is refused.
+
+    Raises:
+        SpecError: a file is unreadable or invalid.
+        AdmissionError: policy refused one or more documents (every reason is listed).
+    """
+    documents = load_paths(files)
+    policy = preset(policy_name)
+    admitted, refusals = [], []
+    for doc in documents:
+        try:
+            admitted.append(admit(doc, policy))
+        except AdmissionError as exc:
+            refusals.append(exc)
+    if refusals:
+        raise AdmissionError(
+            "\n".join(exc.what for exc in refusals) + "\nnothing was launched",
+            fix="change the spec as each finding says, or add a reasoned exception",
+        )
+    for spec in admitted:
+        for finding in spec.findings:
+            if finding.severity != "info":
+                warn(finding.describe())
+    return admitted
+
+
+def up_files(
+    files: Sequence[Path],
+    *,
+    policy_name: str,
+    backend: DockerBackend,
+    warn: Report,
+    trust: TrustConfig | None = None,
+) -> list[Launched]:
+    """Bring every cell described in ``files`` to its spec.
+
+    Raises:
+        SpecError, AdmissionError: bad input or a policy refusal; nothing was launched.
+        HostError: this host cannot honour some spec (runtime absent, no network under runsc).
+        TrustError: an image is unsigned, untrusted, tag-only where digests are required, or
+            its registry is unreachable; nothing was launched.
+        BackendError: the engine failed while launching (cells launched before it remain).
+    """
+    admitted = admit_files(files, policy_name, warn=warn)
+    for spec in admitted:
+        settings = settings_for(spec)
+        backend.facts.require_runtime(settings.runtime, networked=settings.network_mode != "none")
+    pinned = pin_all(
+        admitted,
+        trust if trust is not None else load_trust_config(),
+        local=EngineImages(backend.client),
+    )
+    for image in pinned:
+        for warning in image.warnings:
+            warn(f"image: {warning}")
+        if image.source == "registry":
+            pull_if_missing(backend.client, image.reference_by_digest)
+    return [
+        Launched(
+            result=backend.up(spec, image=image.reference_by_digest, image_trust=image.trust),
+            image=image,
+        )
+        for spec, image in zip(admitted, pinned, strict=True)
+    ]
