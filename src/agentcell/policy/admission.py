@@ -3,15 +3,20 @@
 A backend launches only an :class:`AdmittedSpec`, and only :func:`admit` can make one, after a
 policy has found no error in the spec. Policies are composable: :class:`AllOf` and
 :class:`AnyOf` both fail closed when given nothing to combine.
+
+A policy judges a :class:`~agentcell.policy.view.CellView`, the backend-neutral view of a cell,
+so the policy that admits a spec also audits a running container (``judge``); ``evaluate`` is
+``judge`` of the spec's view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, final
 
 from agentcell.errors import AdmissionError, Location
+from agentcell.policy.view import CellView, view_of_spec
 from agentcell.spec.load import SpecDocument
 
 __all__ = [
@@ -22,6 +27,8 @@ __all__ = [
     "Policy",
     "Severity",
     "admit",
+    "apply_exceptions",
+    "except_findings",
 ]
 
 Severity = Literal["error", "warning", "info"]
@@ -65,13 +72,17 @@ class Policy(Protocol):
         """Every finding about ``doc``, in rule order."""
         ...
 
+    def judge(self, view: CellView) -> Sequence[Finding]:
+        """Every finding about a cell's view, spec or running container, in rule order."""
+        ...
 
-def _empty(policy_name: str, doc: SpecDocument) -> Finding:
+
+def _empty(policy_name: str, view: CellView) -> Finding:
     return Finding(
         rule="AC-000",
         severity="error",
         message=f"policy {policy_name} combines no policies and so admits nothing",
-        where=Location(file=doc.file, line=doc.line),
+        where=view.where("name"),
         fix="configure at least one policy",
     )
 
@@ -84,22 +95,33 @@ class AllOf:
     name: str = "all-of"
 
     def evaluate(self, doc: SpecDocument) -> Sequence[Finding]:
+        return self.judge(view_of_spec(doc))
+
+    def judge(self, view: CellView) -> Sequence[Finding]:
         if not self.policies:
-            return [_empty(self.name, doc)]
-        return [finding for policy in self.policies for finding in policy.evaluate(doc)]
+            return [_empty(self.name, view)]
+        return [finding for policy in self.policies for finding in policy.judge(view)]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    """Admits a spec if at least one policy admits it; otherwise reports all their findings."""
+    """Admits a spec if at least one policy admits it; otherwise reports all their findings.
+
+    Whether a policy admits takes the view's written exceptions into account, as admission
+    does: a spec that excepts the one error a policy reports is admitted by that policy.
+    """
 
     policies: tuple[Policy, ...]
     name: str = "any-of"
 
     def evaluate(self, doc: SpecDocument) -> Sequence[Finding]:
+        return self.judge(view_of_spec(doc))
+
+    def judge(self, view: CellView) -> Sequence[Finding]:
         if not self.policies:
-            return [_empty(self.name, doc)]
-        results = [policy.evaluate(doc) for policy in self.policies]
+            return [_empty(self.name, view)]
+        reasons = view.exception_reasons
+        results = [except_findings(policy.judge(view), reasons) for policy in self.policies]
         for findings in results:
             if not any(finding.blocking for finding in findings):
                 return findings
@@ -127,14 +149,31 @@ class AdmittedSpec:
     def __repr__(self) -> str:
         return f"AdmittedSpec({self.doc.tenant}/{self.doc.name}, policy={self.policy_name})"
 
+    @property
+    def exceptions(self) -> dict[str, str]:
+        """Rule id -> written reason, for each exception that covered a finding."""
+        return {f.rule: f.excepted for f in self.findings if f.excepted is not None}
+
+
+def except_findings(findings: Sequence[Finding], reasons: Mapping[str, str]) -> list[Finding]:
+    """Mark findings whose rule has a written exception (rule id -> reason) with the reason.
+
+    AC-000 (a policy that combines nothing) cannot be excepted: it is a configuration error.
+    """
+    if not reasons:
+        return list(findings)
+    return [
+        replace(finding, excepted=reasons[finding.rule])
+        if finding.rule in reasons and finding.rule != "AC-000"
+        else finding
+        for finding in findings
+    ]
+
 
 def apply_exceptions(doc: SpecDocument, findings: Sequence[Finding]) -> list[Finding]:
     """Mark findings whose rule the spec excepts, with the written reason."""
     reasons = {exception.rule: exception.reason for exception in doc.document.spec.exceptions}
-    return [
-        replace(finding, excepted=reasons[finding.rule]) if finding.rule in reasons else finding
-        for finding in findings
-    ]
+    return except_findings(findings, reasons)
 
 
 def admit(doc: SpecDocument, policy: Policy) -> AdmittedSpec:

@@ -232,3 +232,9 @@ def test_binary_file_is_refused(tmp_path: Path) -> None:
 def test_directory_without_specs_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"no \*\.yaml"):
         load_paths([tmp_path])
+
+
+def test_zero_retries_is_refused_because_docker_reads_it_as_forever() -> None:
+    error = only_problem(MINIMAL + "  restart:\n    max_retries: 0\n")
+    assert error.where is not None
+    assert error.where.field == "spec.restart.max_retries"

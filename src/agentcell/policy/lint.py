@@ -1,0 +1,141 @@
+"""``agentcell lint``: judge spec files by a policy without launching anything. Pure.
+
+A file that cannot be loaded does not hide the findings of the others: every valid document is
+judged, and every problem of every invalid one is reported beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from agentcell.errors import Location, SpecError
+from agentcell.policy.admission import SEVERITY_RANK, Finding, Policy, apply_exceptions
+from agentcell.spec.load import SPEC_SUFFIXES, SpecDocument, load_paths
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CLEAN",
+    "EXIT_FINDINGS",
+    "FailOn",
+    "LintReport",
+    "SpecResult",
+    "lint",
+]
+
+FailOn = Literal["error", "warning", "info", "never"]
+EXIT_CLEAN = 0
+EXIT_FINDINGS = 1
+EXIT_BAD_INPUT = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecResult:
+    """The findings about one spec document, exceptions applied."""
+
+    doc: SpecDocument
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LintReport:
+    """What ``lint`` found: findings per valid document, and problems with the input."""
+
+    policy: str
+    results: tuple[SpecResult, ...]
+    problems: tuple[SpecError, ...]
+    """Files that could not be read, parsed or validated; each names its file and line."""
+
+    @property
+    def findings(self) -> Iterator[Finding]:
+        """Every finding, document by document."""
+        for result in self.results:
+            yield from result.findings
+
+    def counts(self) -> dict[str, int]:
+        """How many findings of each severity count against the input (excepted ones do not),
+        and how many were excepted."""
+        counts = {"error": 0, "warning": 0, "info": 0, "excepted": 0}
+        for finding in self.findings:
+            counts["excepted" if finding.excepted is not None else finding.severity] += 1
+        return counts
+
+    def exit_code(self, fail_on: FailOn = "error") -> int:
+        """0 clean, 1 some un-excepted finding at or above ``fail_on``, 2 bad input."""
+        if self.problems:
+            return EXIT_BAD_INPUT
+        if fail_on == "never":
+            return EXIT_CLEAN
+        floor = SEVERITY_RANK[fail_on]
+        for finding in self.findings:
+            if finding.excepted is None and SEVERITY_RANK[finding.severity] >= floor:
+                return EXIT_FINDINGS
+        return EXIT_CLEAN
+
+
+def lint(paths: Iterable[str | Path], policy: Policy) -> LintReport:
+    """Load every spec under ``paths`` (files and directories) and judge each by ``policy``."""
+    paths = list(paths)
+    problems: list[SpecError] = []
+    try:
+        documents = load_paths(paths)
+    except SpecError as exc:
+        problems.extend(exc.problems or (exc,))
+        documents = _loadable(paths, None)
+    except yaml.YAMLError:
+        # The loader lets some PyYAML errors (control characters in a file) escape untranslated;
+        # load file by file to say which file, and judge the rest.
+        documents = _loadable(paths, problems)
+    results = tuple(
+        SpecResult(doc=doc, findings=tuple(apply_exceptions(doc, policy.evaluate(doc))))
+        for doc in documents
+    )
+    return LintReport(policy=policy.name, results=results, problems=tuple(problems))
+
+
+def _loadable(paths: Iterable[str | Path], problems: list[SpecError] | None) -> list[SpecDocument]:
+    """The documents of every file that loads on its own, once some file did not. Problems go
+    to ``problems`` unless the load of all paths together has reported them already."""
+    documents: list[SpecDocument] = []
+    for file in _files(paths):
+        try:
+            documents.extend(load_paths([file]))
+        except SpecError as exc:
+            if problems is not None:
+                problems.extend(exc.problems or (exc,))
+        except yaml.YAMLError as exc:
+            if problems is not None:
+                problems.append(_yaml_problem(file, exc))
+    return documents
+
+
+def _yaml_problem(file: Path, exc: yaml.YAMLError) -> SpecError:
+    mark = getattr(exc, "problem_mark", None)
+    position = getattr(exc, "position", None)
+    return SpecError(
+        f"invalid YAML: {exc}".splitlines()[0],
+        where=Location(
+            file=str(file),
+            line=mark.line + 1 if mark is not None else None,
+            column=mark.column + 1 if mark is not None else None,
+        ),
+        fix="remove control characters; a spec is printable UTF-8 text"
+        if position is not None
+        else "fix the YAML syntax",
+    )
+
+
+def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    # The same expansion load_paths makes: a directory means its spec files, recursively. A
+    # directory without any stays, so that loading it reports that.
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+            yield from found or [path]
+        else:
+            yield path
