@@ -281,13 +281,14 @@ class HostAccess(_Model):
 
 
 class RestartPolicy(_Model):
-    """When the engine restarts a cell; retries are bounded by default (CIS 5.14)."""
+    """When the engine restarts a cell; retries are bounded by default (CIS 5.15)."""
 
     policy: Literal["no", "on-failure", "always", "unless-stopped"] = Field(
         default="on-failure", description="Engine restart policy."
     )
+    # Docker reads 0 retries as "restart forever"; for no restarts, write policy: "no".
     max_retries: int = Field(
-        default=5, ge=0, le=1000, description="Restarts before giving up (on-failure only)."
+        default=5, ge=1, le=1000, description="Restarts before giving up (on-failure only)."
     )
 
     @model_validator(mode="after")
@@ -298,7 +299,7 @@ class RestartPolicy(_Model):
 
 
 class Healthcheck(_Model):
-    """A command the engine runs inside the cell to judge it healthy (CIS 5.26)."""
+    """A command the engine runs inside the cell to judge it healthy (CIS 5.27)."""
 
     command: tuple[str, ...] = Field(
         min_length=1, description="Command in exec form, e.g. [python3, /opt/health.py]."
