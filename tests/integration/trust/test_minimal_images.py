@@ -22,6 +22,7 @@ from agentcell.runtime.docker.minimal import (
     build_python_runtime,
     report,
 )
+from tests.conftest import Created
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +62,11 @@ def test_python_runtime_is_far_smaller_than_the_base(
 
 
 def test_python_runs_hardened_and_sh_does_not_exist(
-    docker_client: docker.DockerClient, runtime: ImageReport, created: object
+    docker_client: docker.DockerClient, runtime: ImageReport, created: Created
 ) -> None:
     out = _run_hardened(
         docker_client,
+        created,
         runtime.reference,
         [
             "python3",
@@ -75,14 +77,21 @@ def test_python_runs_hardened_and_sh_does_not_exist(
     )
     assert out.decode().split() == ["agent", "OpenSSL"]
     with pytest.raises(docker.errors.APIError, match="executable file not found"):
-        _run_hardened(docker_client, runtime.reference, ["sh", "-c", "true"])
+        _run_hardened(docker_client, created, runtime.reference, ["sh", "-c", "true"])
 
 
-def _run_hardened(client: docker.DockerClient, image: str, command: list[str]) -> bytes:
-    """Run to completion as agentcell runs cells: uid 1001, read-only, no capabilities."""
+def _run_hardened(
+    client: docker.DockerClient, created: Created, image: str, command: list[str]
+) -> bytes:
+    """Run to completion as agentcell runs cells: uid 1001, read-only, no capabilities.
+
+    Named and recorded, because a container whose start fails stays behind as "created" even
+    with remove=True.
+    """
     out: bytes = client.containers.run(
         image,
         command,
+        name=created.container(f"agentcell-test-{uuid.uuid4().hex[:10]}"),
         user="1001:1001",
         read_only=True,
         cap_drop=["ALL"],
