@@ -19,4 +19,5 @@ say "mypy"
 say "pytest $*"
 # Integration tests skip when no engine answers; here a missing engine must fail the run.
 # pytest's own exit code stands, so "no tests collected" (5) fails too.
-AGENTCELL_REQUIRE_DOCKER=1 exec .venv/bin/pytest "$@"
+# Every container and network the tests create must be gone when they finish.
+AGENTCELL_REQUIRE_DOCKER=1 AGENTCELL_CHECK_LEFTOVERS=1 exec .venv/bin/pytest "$@"

@@ -17,6 +17,40 @@ EXAMPLES = REPO / "examples"
 TEST_LABEL = "org.agentcell.test"
 
 
+_BEFORE: dict[str, set[str]] = {}
+
+
+def _engine_objects() -> dict[str, set[str]] | None:
+    try:
+        client = docker.DockerClient.from_env(version="1.41")
+        try:
+            return {
+                "container": {c.name or c.id or "" for c in client.containers.list(all=True)},
+                "network": {n.name or "" for n in client.networks.list()},
+            }
+        finally:
+            client.close()
+    except docker.errors.DockerException:
+        return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With AGENTCELL_CHECK_LEFTOVERS=1 (scripts/test.sh), note what exists before the tests."""
+    if os.environ.get("AGENTCELL_CHECK_LEFTOVERS") == "1":
+        _BEFORE.update(_engine_objects() or {})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when the tests left a container or network behind."""
+    if not _BEFORE:
+        return
+    after = _engine_objects() or {}
+    leftovers = {kind: sorted(after.get(kind, set()) - names) for kind, names in _BEFORE.items()}
+    if any(leftovers.values()):
+        session.config.get_terminal_writer().line(f"tests left behind: {leftovers}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/integration needs the engine; mark it so `-m` can select it."""
     for item in items:
