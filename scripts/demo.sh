@@ -54,11 +54,15 @@ bash scripts/setup.sh
 show "$AGENTCELL" image bootstrap
 trap teardown EXIT
 show "$AGENTCELL" runtimes
-# The monitoring agent reads the host's /proc and /sys: the monitoring-agent policy admits
-# read-only host mounts (with warnings); the sandbox passes the default, restricted one.
-show "$AGENTCELL" up -f examples/monitor-agent.yaml --policy monitoring-agent
+# Policy first: the monitoring agent's read-only /proc and /sys mounts pass the restricted
+# policy only through the exception written (with its reason) in its spec.
+show "$AGENTCELL" lint examples/
+show "$AGENTCELL" up -f examples/
+# The same spec again changes nothing.
 show "$AGENTCELL" up -f examples/sandbox.yaml
 show "$AGENTCELL" ps
+# The audit judges every container on the host with the same rules, agentcell's or not.
+show "$AGENTCELL" audit --cis
 show "$AGENTCELL" inspect monitor-agent
 show "$AGENTCELL" inspect sandbox
 failed=0
