@@ -8,7 +8,11 @@ source scripts/lib.sh
 AGENTCELL_STEP=demo
 
 AGENTCELL=.venv/bin/agentcell
-SPECS=(examples/monitor-agent.yaml examples/sandbox.yaml)
+SPECS=(examples/monitor-agent.yaml examples/sandbox.yaml examples/reference-agent.yaml)
+# The demo's control plane keeps its CA, database and sockets in a directory of its own.
+AGENTCELL_HOME=$(mktemp -d /tmp/agentcell-demo.XXXXXX)
+export AGENTCELL_HOME
+SERVER_PID=
 # agentcell names containers agentcell-<tenant>-<name>; both examples use tenant "demo".
 CONTAINERS=(agentcell-demo-monitor-agent agentcell-demo-sandbox)
 
@@ -24,6 +28,11 @@ teardown() {
   for spec in "${SPECS[@]}"; do
     show "$AGENTCELL" down -f "$spec" || warn "could not take down $spec"
   done
+  if [[ -n $SERVER_PID ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$AGENTCELL_HOME"
   exit "$status"
 }
 
@@ -57,6 +66,15 @@ show "$AGENTCELL" runtimes
 # Policy first: the monitoring agent's read-only /proc and /sys mounts pass the restricted
 # policy only through the exception written (with its reason) in its spec.
 show "$AGENTCELL" lint examples/
+
+# The control plane: a CA, then the HTTPS API with agents over mTLS on a Unix socket.
+show "$AGENTCELL" ca init
+"$AGENTCELL" server >"$AGENTCELL_HOME/server.log" 2>&1 &
+SERVER_PID=$!
+wait_until 30 grep -q '^ready' "$AGENTCELL_HOME/server.log" ||
+  die "the control plane did not start; see $AGENTCELL_HOME/server.log"
+say "control plane: $(grep '^ready' "$AGENTCELL_HOME/server.log")"
+
 show "$AGENTCELL" up -f examples/
 # The same spec again changes nothing.
 show "$AGENTCELL" up -f examples/sandbox.yaml
@@ -72,4 +90,12 @@ done
 # The monitor prints its first sample at start; give it a second one to show.
 sleep 6
 show "$AGENTCELL" logs monitor-agent
+
+# The reference agent enrolled with its one-time token and reports over mTLS.
+wait_until 60 bash -c "'$AGENTCELL' metrics load.1m 2>/dev/null | grep -q demo/reporter" ||
+  warn "no report from demo/reporter yet"
+show "$AGENTCELL" metrics load.1m
+show "$AGENTCELL" cert list
+show "$AGENTCELL" events
+show "$AGENTCELL" logs reporter
 exit "$failed"

@@ -1,4 +1,5 @@
-"""The launch path, end to end: spec files -> admission -> host checks -> trusted images -> cells.
+"""The launch path, end to end: spec files -> admission -> host checks -> trusted images ->
+identities -> cells.
 
 Each step runs for every document before the next step starts, so a refusal anywhere (bad
 input, policy, a runtime this host lacks, an untrusted image) stops the whole batch with
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentcell.errors import AdmissionError
 from agentcell.policy.admission import AdmittedSpec, admit
@@ -21,6 +23,9 @@ from agentcell.runtime.docker.translate import settings_for
 from agentcell.spec.load import load_paths
 from agentcell.trust.admission import PinnedImage, pin_all
 from agentcell.trust.config import TrustConfig, load_trust_config
+
+if TYPE_CHECKING:
+    from agentcell.identity.enrolment import CellIdentity
 
 __all__ = ["Launched", "admit_files", "up_files"]
 
@@ -57,7 +62,9 @@ def admit_files(files: Sequence[Path], policy_name: str, *, warn: Report) -> lis
         )
     for spec in admitted:
         for finding in spec.findings:
-            if finding.severity != "info":
+            if finding.excepted is not None:
+                warn(f"{finding.where}: EXCEPTED {finding.rule}: {finding.message}")
+            elif finding.severity != "info":
                 warn(finding.describe())
     return admitted
 
@@ -77,6 +84,8 @@ def up_files(
         HostError: this host cannot honour some spec (runtime absent, no network under runsc).
         TrustError: an image is unsigned, untrusted, tag-only where digests are required, or
             its registry is unreachable; nothing was launched.
+        ControlPlaneError, IdentityError: a cell needs an identity and the control plane is
+            unreachable or refused a join token; nothing was launched.
         BackendError: the engine failed while launching (cells launched before it remain).
     """
     admitted = admit_files(files, policy_name, warn=warn)
@@ -93,10 +102,32 @@ def up_files(
             warn(f"image: {warning}")
         if image.source == "registry":
             pull_if_missing(backend.client, image.reference_by_digest)
+    identities = _identities(admitted)
     return [
         Launched(
-            result=backend.up(spec, image=image.reference_by_digest, image_trust=image.trust),
+            result=backend.up(
+                spec,
+                image=image.reference_by_digest,
+                image_trust=image.trust,
+                extra_mounts=identity.mounts if identity else (),
+                extra_env=identity.env if identity else None,
+            ),
             image=image,
         )
-        for spec, image in zip(admitted, pinned, strict=True)
+        for spec, image, identity in zip(admitted, pinned, identities, strict=True)
+    ]
+
+
+def _identities(admitted: Sequence[AdmittedSpec]) -> list[CellIdentity | None]:
+    """A join token and identity mounts for each spec with ``identity: true``; all of them
+    before any cell is launched, so a control plane that is down launches nothing."""
+    if not any(spec.doc.document.spec.identity for spec in admitted):
+        return [None] * len(admitted)
+    from agentcell.controlplane.client import AdminClient
+    from agentcell.controlplane.settings import ClientSettings
+    from agentcell.identity.enrolment import prepare_cell
+
+    client = AdminClient(ClientSettings.from_environ())
+    return [
+        prepare_cell(spec, client) if spec.doc.document.spec.identity else None for spec in admitted
     ]

@@ -34,6 +34,10 @@ image_app = typer.Typer(
 app.add_typer(image_app, name="image")
 keys_app = typer.Typer(help="Signing keys (cosign-compatible).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+ca_app = typer.Typer(help="The control plane's certificate authority.", no_args_is_help=True)
+app.add_typer(ca_app, name="ca")
+cert_app = typer.Typer(help="Cell certificates: list and revoke.", no_args_is_help=True)
+app.add_typer(cert_app, name="cert")
 
 SpecFiles = Annotated[
     list[Path],
@@ -205,7 +209,7 @@ def image_bootstrap(
 
 def _register_area_commands() -> None:
     """Commands that live in their area's module (each imports its heavy parts lazily)."""
-    from agentcell.cli import policy_cmds, trust_cmds
+    from agentcell.cli import identity_cmds, policy_cmds, trust_cmds
 
     app.command("rules")(policy_cmds.rules_command)
     app.command("lint")(policy_cmds.lint_command)
@@ -217,6 +221,13 @@ def _register_area_commands() -> None:
     image_app.command("push")(trust_cmds.image_push)
     image_app.command("sign")(trust_cmds.image_sign)
     image_app.command("verify")(trust_cmds.image_verify)
+
+    app.command("server")(identity_cmds.server)
+    ca_app.command("init")(identity_cmds.ca_init)
+    cert_app.command("list")(identity_cmds.cert_list)
+    cert_app.command("revoke")(identity_cmds.cert_revoke)
+    app.command("metrics")(identity_cmds.metrics)
+    app.command("events")(identity_cmds.events)
 
 
 _register_area_commands()

@@ -112,11 +112,13 @@ def test_bootstrap_lists_base_then_every_shipped_image(built: list[BuiltImage]) 
     assert [image.reference for image in built] == [
         BASE_IMAGE,
         *(image_reference(name) for name in SHIPPED),
+        image_reference("python-runtime"),
+        image_reference("agent"),
     ]
     assert all(image.image_id.startswith("sha256:") and image.size_bytes > 0 for image in built)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", [*SHIPPED, "python-runtime", "agent"])
 def test_image_is_labelled_with_its_name(
     docker_client: docker.DockerClient, built: list[BuiltImage], name: str
 ) -> None:

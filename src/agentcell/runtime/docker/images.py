@@ -129,7 +129,47 @@ def bootstrap(
         base = base_image.reference
     for name in image_names():
         built.append(_build(client, name, base=base, force=force, progress=progress))
+    built.extend(_build_minimal(client, base=base, progress=progress))
     return built
+
+
+def _build_minimal(
+    client: docker.DockerClient, *, base: str, progress: Callable[[str], None]
+) -> list[BuiltImage]:
+    """The minimal python-runtime image, then the reference agent FROM it (no shell inside).
+
+    Both are checked after the build: an image that holds a shell, package manager or
+    compiler is refused and not kept.
+    """
+    # Imported here: the agent package is the reference agent's own code, needed only to lay
+    # out its build context.
+    from agentcell.agent.image import IMAGE_NAME, build_context
+    from agentcell.runtime.docker.minimal import PYTHON_RUNTIME, build, build_python_runtime
+
+    reports = [build_python_runtime(client, base=base, progress=progress)]
+    with tempfile.TemporaryDirectory(prefix="agentcell-agent-") as workdir:
+        context = build_context(Path(workdir))
+        reports.append(
+            build(
+                client,
+                image_reference(IMAGE_NAME),
+                context,
+                base=base,
+                runtime=PYTHON_RUNTIME,
+                name=IMAGE_NAME,
+                progress=progress,
+            )
+        )
+    for report in reports:
+        progress(
+            f"{report.reference}: {report.size_bytes / 1e6:.1f} MB, {report.file_count} files, "
+            f"programs: {', '.join(report.programs) or 'none'}; no shell, package manager "
+            "or compiler"
+        )
+    return [
+        BuiltImage(reference=r.reference, image_id=r.image_id, size_bytes=r.size_bytes)
+        for r in reports
+    ]
 
 
 def _ensure_base(

@@ -1,0 +1,366 @@
+"""What the control plane does, apart from HTTP: enrol, renew, revoke, answer queries.
+
+The HTTP layer (:mod:`agentcell.controlplane.app`) authenticates the caller and hands this
+module a :class:`Caller` built from the verified certificate, or nothing for admin calls that
+passed the token check. Every method here is synchronous and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from agentcell.controlplane import api
+from agentcell.controlplane.settings import ServerSettings
+from agentcell.controlplane.store import CertificateRecord, EventRow, Store, TokenRow
+from agentcell.controlplane.telemetry import Telemetry
+from agentcell.identity.ca import CertificateAuthority, IssuedCertificate, check_request
+from agentcell.identity.errors import EnrolmentRefused
+from agentcell.identity.spiffe import SpiffeId
+from agentcell.identity.tokens import TokenRecord, hash_token, judge_token, new_token
+
+__all__ = ["Caller", "ControlPlane"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caller:
+    """An agent, as its verified client certificate names it."""
+
+    identity: SpiffeId
+    serial: str
+
+
+def _epoch(moment: dt.datetime) -> float:
+    return moment.timestamp()
+
+
+class ControlPlane:
+    """The control plane's operations over one store and one CA."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        ca: CertificateAuthority,
+        settings: ServerSettings,
+        telemetry: Telemetry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.ca = ca
+        self.settings = settings
+        self.telemetry = telemetry
+        self.clock = clock
+        self._revoked: frozenset[str] = frozenset()
+        self._revoked_lock = threading.Lock()
+        self.refresh_revocations()
+
+    # -- revocation --------------------------------------------------------------------------
+
+    def refresh_revocations(self) -> None:
+        """Add serials revoked elsewhere (another control plane on the same database).
+
+        A union, never a replacement: revocation is permanent, and a refresh that read the
+        database just before a local revocation committed must not undo it in memory.
+        """
+        revoked = frozenset(self.store.revoked_serials())
+        with self._revoked_lock:
+            self._revoked = self._revoked | revoked
+
+    def is_revoked(self, serial: str) -> bool:
+        """Whether a certificate serial is revoked. Read on every agent request."""
+        return (serial.upper().lstrip("0") or "0") in self._revoked
+
+    def revoke(self, request: api.RevokeRequest) -> api.RevokeResponse:
+        """Revoke by serial or by agent; takes effect on the next request of the holder."""
+        now = self.clock()
+        serials = self.store.revoke(
+            serial=request.serial,
+            tenant=request.tenant,
+            agent=request.agent,
+            reason=request.reason,
+            now=now,
+        )
+        with self._revoked_lock:
+            self._revoked = self._revoked | frozenset(serials)
+        for record in self.store.certificates():
+            if record.serial in serials:
+                self.store.add_event(
+                    EventRow(
+                        tenant=record.tenant,
+                        agent=record.agent,
+                        sequence=None,
+                        at=now,
+                        source="controlplane",
+                        kind="certificate.revoked",
+                        message=f"certificate {record.serial} revoked: {request.reason}",
+                    )
+                )
+        return api.RevokeResponse(revoked=serials)
+
+    # -- enrolment and renewal ---------------------------------------------------------------
+
+    def issue_token(self, request: api.JoinTokenRequest) -> api.JoinTokenResponse:
+        """A one-time token that enrols exactly ``request.tenant/request.agent``."""
+        now = self.clock()
+        identity = SpiffeId(self.ca.trust_domain, request.tenant, request.agent)
+        ttl = (
+            dt.timedelta(seconds=request.ttl_seconds)
+            if request.ttl_seconds is not None
+            else self.settings.token_lifetime
+        )
+        token = new_token(identity, ttl=ttl, now=dt.datetime.fromtimestamp(now, dt.UTC))
+        self.store.add_token(
+            TokenRow(
+                digest=token.digest,
+                tenant=identity.tenant,
+                agent=identity.agent,
+                issued_at=now,
+                expires_at=_epoch(token.expires_at),
+                used_at=None,
+            )
+        )
+        return api.JoinTokenResponse(
+            token=token.secret, spiffe_id=identity.uri, expires_at=_epoch(token.expires_at)
+        )
+
+    def _refuse(self, reason: str, what: str, *, tenant: str = "", agent: str = "") -> NoReturn:
+        self.telemetry.enrol_failures.labels(reason=reason).inc()
+        if tenant:
+            self.store.add_event(
+                EventRow(
+                    tenant=tenant,
+                    agent=agent,
+                    sequence=None,
+                    at=self.clock(),
+                    source="controlplane",
+                    kind="enrolment.refused",
+                    message=what,
+                )
+            )
+        raise EnrolmentRefused(
+            what,
+            reason=reason,
+            fix="run `agentcell up` again: it issues a fresh join token for the cell",
+        )
+
+    def enrol(self, request: api.EnrolRequest) -> api.EnrolResponse:
+        """Trade a join token and a CSR for the agent's first certificate.
+
+        The tenant and agent come from the token's record; the CSR only proves possession of
+        the key. The token is checked, then the CSR, and only then consumed, so a malformed
+        CSR does not burn a good token; the consumption itself is atomic.
+
+        Raises:
+            EnrolmentRefused: the token is unknown, used or expired, or the CSR is refused.
+        """
+        now = self.clock()
+        digest = hash_token(request.token)
+        row = self.store.token(digest)
+        record = (
+            TokenRecord(
+                digest=row.digest,
+                tenant=row.tenant,
+                agent=row.agent,
+                expires_at=dt.datetime.fromtimestamp(row.expires_at, dt.UTC),
+                used_at=(
+                    None if row.used_at is None else dt.datetime.fromtimestamp(row.used_at, dt.UTC)
+                ),
+            )
+            if row is not None
+            else None
+        )
+        verdict = judge_token(record, now=dt.datetime.fromtimestamp(now, dt.UTC))
+        if verdict != "ok" or row is None:
+            owner = (row.tenant, row.agent) if row is not None else ("", "")
+            self._refuse(
+                f"{verdict}_token",
+                {
+                    "unknown": "the join token is not known to this control plane",
+                    "used": "the join token was already used; tokens enrol once",
+                    "expired": "the join token has expired",
+                    "ok": "the join token vanished",
+                }[verdict],
+                tenant=owner[0],
+                agent=owner[1],
+            )
+        identity = SpiffeId(self.ca.trust_domain, row.tenant, row.agent)
+        try:
+            check_request(request.csr, identity)
+        except EnrolmentRefused as exc:
+            self._refuse(exc.reason, exc.what, tenant=row.tenant, agent=row.agent)
+        if not self.store.consume_token(digest, now=now):
+            self._refuse(
+                "used_token",
+                "the join token was used by a concurrent enrolment",
+                tenant=row.tenant,
+                agent=row.agent,
+            )
+        issued = self.ca.sign_request(
+            request.csr,
+            identity,
+            lifetime=self.settings.cert_lifetime,
+            now=dt.datetime.fromtimestamp(now, dt.UTC),
+        )
+        self._record(issued, identity, kind="enrol", now=now)
+        # A re-enrolled agent replaces its old cell: the old key died with that cell's tmpfs.
+        superseded = self.store.revoke(
+            tenant=identity.tenant,
+            agent=identity.agent,
+            reason="superseded by a new enrolment",
+            now=now,
+            except_serial=issued.serial,
+        )
+        if superseded:
+            with self._revoked_lock:
+                self._revoked = self._revoked | frozenset(superseded)
+        next_sequence = self.store.enrol_agent(identity.tenant, identity.agent, now=now)
+        self.telemetry.enrolments.inc()
+        self.store.add_event(
+            EventRow(
+                tenant=identity.tenant,
+                agent=identity.agent,
+                sequence=None,
+                at=now,
+                source="controlplane",
+                kind="agent.enrolled",
+                message=f"enrolled with certificate {issued.serial}; "
+                f"reports continue at sequence {next_sequence}",
+            )
+        )
+        return api.EnrolResponse(**self._certificate_body(issued), next_sequence=next_sequence)
+
+    def renew(self, caller: Caller, request: api.RenewRequest) -> api.IssuedCertificateBody:
+        """A new certificate for the caller's identity and the key in ``request.csr``.
+
+        Raises:
+            EnrolmentRefused: the CSR is refused.
+        """
+        now = self.clock()
+        issued = self.ca.sign_request(
+            request.csr,
+            caller.identity,
+            lifetime=self.settings.cert_lifetime,
+            now=dt.datetime.fromtimestamp(now, dt.UTC),
+        )
+        self._record(issued, caller.identity, kind="renew", now=now)
+        self.telemetry.renewals.inc()
+        return api.IssuedCertificateBody(**self._certificate_body(issued))
+
+    def _record(
+        self, issued: IssuedCertificate, identity: SpiffeId, *, kind: str, now: float
+    ) -> None:
+        self.store.add_certificate(
+            CertificateRecord(
+                serial=issued.serial,
+                tenant=identity.tenant,
+                agent=identity.agent,
+                spiffe_id=identity.uri,
+                kind=kind,
+                not_before=_epoch(issued.not_before),
+                not_after=_epoch(issued.not_after),
+                issued_at=now,
+                revoked_at=None,
+                revoke_reason=None,
+            )
+        )
+
+    def _certificate_body(self, issued: IssuedCertificate) -> dict[str, str | float]:
+        assert issued.identity is not None
+        return {
+            "certificate": issued.pem,
+            "ca_certificate": self.ca.certificate_pem,
+            "spiffe_id": issued.identity.uri,
+            "serial": issued.serial,
+            "not_before": _epoch(issued.not_before),
+            "not_after": _epoch(issued.not_after),
+        }
+
+    # -- agents' other calls -----------------------------------------------------------------
+
+    def heartbeat(self, caller: Caller) -> api.HeartbeatResponse:
+        """Record that the caller is alive; answer with the clock and config version."""
+        now = self.clock()
+        self.store.heartbeat(caller.identity.tenant, caller.identity.agent, now=now)
+        _, version = self.store.config(caller.identity.tenant)
+        return api.HeartbeatResponse(server_time=now, config_version=version)
+
+    def tenant_config(self, tenant: str) -> api.TenantConfig:
+        """The configuration of ``tenant`` (the caller's own, for agents)."""
+        config, version = self.store.config(tenant)
+        return api.TenantConfig(tenant=tenant, version=version, config=config)
+
+    def set_tenant_config(self, tenant: str, request: api.TenantConfigRequest) -> api.TenantConfig:
+        """Replace a tenant's configuration."""
+        version = self.store.set_config(tenant, request.config, now=self.clock())
+        return api.TenantConfig(tenant=tenant, version=version, config=request.config)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def cells(self, tenant: str | None) -> api.CellList:
+        """Enrolled agents (of one tenant, or all for an admin)."""
+        up_since = self.clock() - self.settings.agents_up_window.total_seconds()
+        return api.CellList(
+            cells=[
+                api.CellView(
+                    tenant=record.tenant,
+                    agent=record.agent,
+                    spiffe_id=SpiffeId(self.ca.trust_domain, record.tenant, record.agent).uri,
+                    enrolled_at=record.enrolled_at,
+                    last_seen=record.last_seen,
+                    last_sequence=record.last_sequence,
+                    certificate_expires_at=record.certificate_expires_at,
+                    up=record.last_seen is not None and record.last_seen >= up_since,
+                )
+                for record in self.store.agents(tenant=tenant)
+            ]
+        )
+
+    def certificates(self, tenant: str | None, agent: str | None) -> api.CertificateList:
+        """Issued certificates, newest first."""
+        return api.CertificateList(
+            certificates=[
+                api.CertificateView.model_validate(record, from_attributes=True)
+                for record in self.store.certificates(tenant=tenant, agent=agent)
+            ]
+        )
+
+    def metric_series(
+        self, name: str, *, tenant: str | None, agent: str | None, limit: int
+    ) -> api.MetricSeriesList:
+        """The last ``limit`` values of one metric per agent."""
+        grouped: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+        for point in self.store.metric_series(name, tenant=tenant, agent=agent, limit=limit):
+            grouped.setdefault((point.tenant, point.agent), []).append(
+                (point.sequence, point.sampled_at, point.value)
+            )
+        return api.MetricSeriesList(
+            name=name,
+            series=[
+                api.MetricSeries(tenant=owner, agent=who, points=points)
+                for (owner, who), points in grouped.items()
+            ],
+            available=self.store.metric_names(tenant=tenant),
+        )
+
+    def events(self, *, tenant: str | None, agent: str | None, limit: int) -> api.EventList:
+        """The newest events in scope, oldest first."""
+        return api.EventList(
+            events=[
+                api.EventView.model_validate(record, from_attributes=True)
+                for record in self.store.events(tenant=tenant, agent=agent, limit=limit)
+            ]
+        )
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition."""
+        now = self.clock()
+        return self.telemetry.render(
+            self.store.agents(),
+            up_since=now - self.settings.agents_up_window.total_seconds(),
+            now=now,
+        )

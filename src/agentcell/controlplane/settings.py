@@ -1,0 +1,204 @@
+"""Where the control plane keeps its state and how it is reached, from an injectable environ.
+
+Two directories matter. The *state* directory (default ``/var/lib/agentcell/controlplane``)
+holds secrets and data: the CA, the server key, the admin token and the SQLite database. The
+*run* directory (default ``/run/agentcell``, a tmpfs) holds what cells may see: the agents'
+socket directory and one identity directory per cell with its join token and the CA bundle.
+Cells get read-only mounts of their own pieces of the run directory and nothing of the state
+directory.
+
+``AGENTCELL_HOME`` moves both under one root (``$AGENTCELL_HOME/controlplane`` and
+``$AGENTCELL_HOME/run``), which is what tests and a non-root user want.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentcell.errors import Error
+from agentcell.spec.units import parse_duration_ns
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ClientSettings",
+    "ControlPlanePaths",
+    "ServerSettings",
+    "parse_listen",
+]
+
+DEFAULT_STATE_DIR = Path("/var/lib/agentcell/controlplane")
+DEFAULT_RUN_DIR = Path("/run/agentcell")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8443
+DEFAULT_TRUST_DOMAIN = "agentcell.local"
+
+
+class SettingsError(Error):
+    """A control-plane setting in the environment or on the command line is malformed."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ControlPlanePaths:
+    """The files and directories of one control plane."""
+
+    state_dir: Path
+    run_dir: Path
+
+    @classmethod
+    def from_environ(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        state_dir: Path | None = None,
+        run_dir: Path | None = None,
+    ) -> ControlPlanePaths:
+        """Paths from explicit values, else ``AGENTCELL_HOME``, else the system defaults."""
+        env = os.environ if environ is None else environ
+        home = env.get("AGENTCELL_HOME")
+        default_state = Path(home) / "controlplane" if home else DEFAULT_STATE_DIR
+        default_run = Path(home) / "run" if home else DEFAULT_RUN_DIR
+        return cls(state_dir=state_dir or default_state, run_dir=run_dir or default_run)
+
+    @property
+    def admin_token(self) -> Path:
+        """The admin API token (0600), made by ``ca init``."""
+        return self.state_dir / "admin.token"
+
+    @property
+    def database(self) -> Path:
+        """The default SQLite database."""
+        return self.state_dir / "controlplane.db"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The CA certificate that verifies the server (and that cells get a copy of)."""
+        return self.state_dir / "ca" / "ca.pem"
+
+    @property
+    def agent_socket_dir(self) -> Path:
+        """The directory holding only the agents' socket; cells mount it read-only."""
+        return self.run_dir / "controlplane"
+
+    @property
+    def agent_socket(self) -> Path:
+        """The Unix socket agents reach the control plane through (TLS runs over it)."""
+        return self.agent_socket_dir / "agent.sock"
+
+    def cell_identity_dir(self, tenant: str, agent: str) -> Path:
+        """The per-cell directory with its join token and CA bundle; mounted read-only."""
+        return self.run_dir / "identity" / tenant / agent
+
+
+def _duration(env: Mapping[str, str], name: str, default: dt.timedelta) -> dt.timedelta:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return dt.timedelta(microseconds=parse_duration_ns(raw) / 1000)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}", fix="write e.g. 1h, 10m or 90s") from exc
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8443`` for IPv6) into its parts.
+
+    Raises:
+        SettingsError: it is not host:port with a port from 1 to 65535.
+    """
+    host, sep, port_text = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SettingsError(
+            f"{value!r} is not host:port", fix="write e.g. 127.0.0.1:8443 or [::1]:8443"
+        )
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Everything ``agentcell server`` needs."""
+
+    paths: ControlPlanePaths
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    agent_socket: bool = True
+    database_url: str | None = None
+    cert_lifetime: dt.timedelta = dt.timedelta(hours=1)
+    token_lifetime: dt.timedelta = dt.timedelta(minutes=10)
+    agents_up_window: dt.timedelta = dt.timedelta(seconds=60)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL: the one given, else SQLite in the state directory."""
+        return self.database_url or f"sqlite:///{self.paths.database}"
+
+    @classmethod
+    def from_environ(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        state_dir: Path | None = None,
+        run_dir: Path | None = None,
+        listen: str | None = None,
+        database_url: str | None = None,
+        agent_socket: bool = True,
+    ) -> ServerSettings:
+        """Settings from arguments, else ``AGENTCELL_*`` variables, else defaults.
+
+        Variables: ``AGENTCELL_HOME``, ``AGENTCELL_LISTEN`` (host:port),
+        ``AGENTCELL_DATABASE_URL``, ``AGENTCELL_CERT_TTL``, ``AGENTCELL_TOKEN_TTL``,
+        ``AGENTCELL_AGENTS_UP_WINDOW`` (durations such as 1h, 10m, 90s).
+
+        Raises:
+            SettingsError: a value is malformed.
+        """
+        env = os.environ if environ is None else environ
+        host, port = parse_listen(listen or env.get("AGENTCELL_LISTEN") or f"{DEFAULT_HOST}:8443")
+        settings = cls(
+            paths=ControlPlanePaths.from_environ(env, state_dir=state_dir, run_dir=run_dir),
+            host=host,
+            port=port,
+            agent_socket=agent_socket,
+            database_url=database_url or env.get("AGENTCELL_DATABASE_URL") or None,
+            cert_lifetime=_duration(env, "AGENTCELL_CERT_TTL", dt.timedelta(hours=1)),
+            token_lifetime=_duration(env, "AGENTCELL_TOKEN_TTL", dt.timedelta(minutes=10)),
+            agents_up_window=_duration(env, "AGENTCELL_AGENTS_UP_WINDOW", dt.timedelta(seconds=60)),
+        )
+        if settings.cert_lifetime < dt.timedelta(seconds=30):
+            raise SettingsError(
+                "AGENTCELL_CERT_TTL is below 30s; agents could not renew in time",
+                fix="use at least 30s (the default is 1h)",
+            )
+        return settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSettings:
+    """How the CLI reaches the control plane's admin API."""
+
+    paths: ControlPlanePaths
+    url: str
+    admin_token: str | None = None
+
+    @classmethod
+    def from_environ(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        state_dir: Path | None = None,
+        url: str | None = None,
+    ) -> ClientSettings:
+        """``AGENTCELL_CONTROLPLANE_URL`` (default https://127.0.0.1:8443) and
+        ``AGENTCELL_ADMIN_TOKEN`` (default: read from the state directory)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            paths=ControlPlanePaths.from_environ(env, state_dir=state_dir),
+            url=url or env.get("AGENTCELL_CONTROLPLANE_URL") or f"https://{DEFAULT_HOST}:8443",
+            admin_token=env.get("AGENTCELL_ADMIN_TOKEN") or None,
+        )
