@@ -211,10 +211,12 @@ class Security(_Model):
     read_only_rootfs: bool = Field(default=True, description="Mount the image read-only.")
     no_new_privileges: bool = Field(default=True, description="Block setuid/file-cap gains.")
     seccomp: str = Field(
-        default="default",
+        default="strict",
         description=(
-            "Syscall filter: 'default' (the engine's profile), 'strict', 'unconfined', "
-            "or the path of a profile JSON file (relative to the spec file)."
+            "Syscall filter: 'strict' (agentcell's profile: the engine's default without "
+            "io_uring, keyctl, bpf, perf_event_open, userfaultfd, namespaces, mounts, ptrace, "
+            "kexec and modules), 'default' (the engine's own profile, a relaxation), "
+            "'unconfined', or the path of a profile JSON file (relative to the spec file)."
         ),
     )
     runtime: RuntimeName = Field(default="runc", description="OCI runtime: runc, crun, runsc.")
@@ -341,6 +343,14 @@ class AgentSpec(_Model):
     network: Name = Field(
         default="none",
         description="'none' (no interface but loopback) or the name of a tenant network.",
+    )
+    identity: bool = Field(
+        default=False,
+        description=(
+            "Give the cell an identity: `up` issues a one-time join token, mounts it read-only "
+            "with the control plane's CA and socket, and the agent enrols for a short-lived "
+            "mTLS certificate (spiffe://<domain>/tenant/<tenant>/agent/<name>)."
+        ),
     )
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     healthcheck: Healthcheck | None = Field(default=None)
