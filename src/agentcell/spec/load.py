@@ -8,6 +8,7 @@ a user fixes a file in one pass.
 from __future__ import annotations
 
 import difflib
+import functools
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,17 @@ from pydantic_core import ErrorDetails
 from agentcell.errors import Location, SpecError
 from agentcell.spec.model import AgentDocument
 
-__all__ = ["SpecDocument", "load_paths", "load_text"]
+__all__ = [
+    "FieldPath",
+    "SpecDocument",
+    "dotted",
+    "explain_validation_error",
+    "load_paths",
+    "load_text",
+    "locate",
+    "parse_yaml_documents",
+    "read_spec_file",
+]
 
 FieldPath = tuple[str | int, ...]
 
@@ -58,11 +69,16 @@ class SpecDocument:
     def where(self, *path: str | int) -> Location:
         """The location of ``path`` (e.g. ``"spec", "security", "user"``), or of its nearest
         written ancestor when the field was left at its default."""
-        for end in range(len(path), 0, -1):
-            line = self.field_lines.get(path[:end])
-            if line is not None:
-                return Location(file=self.file, line=line, field=_dotted(path))
-        return Location(file=self.file, line=self.line, field=_dotted(path) or None)
+        return locate(path, file=self.file, lines=self.field_lines, start=self.line)
+
+
+def locate(path: FieldPath, *, file: str, lines: Mapping[FieldPath, int], start: int) -> Location:
+    """Where ``path`` was written, or its nearest written ancestor, or the document start."""
+    for end in range(len(path), 0, -1):
+        line = lines.get(path[:end])
+        if line is not None:
+            return Location(file=file, line=line, field=dotted(path))
+    return Location(file=file, line=start, field=dotted(path) or None)
 
 
 def load_paths(paths: Iterable[str | Path]) -> list[SpecDocument]:
@@ -75,7 +91,7 @@ def load_paths(paths: Iterable[str | Path]) -> list[SpecDocument]:
     problems: list[SpecError] = []
     for file in _expand(paths, problems):
         try:
-            documents.extend(load_text(_read(file), file=str(file)))
+            documents.extend(load_text(read_spec_file(file), file=str(file)))
         except SpecError as exc:
             problems.extend(exc.problems or (exc,))
     problems.extend(_collisions(documents))
@@ -93,11 +109,16 @@ def load_text(text: str, *, file: str = "<input>") -> list[SpecDocument]:
     documents: list[SpecDocument] = []
     problems: list[SpecError] = []
     base_dir = str(Path(file).resolve().parent) if file != "<input>" else None
-    for data, lines, start in _parse(text, file):
+    for data, lines, start in parse_yaml_documents(text, file):
         try:
             document = AgentDocument.model_validate(data, context={"base_dir": base_dir})
         except pydantic.ValidationError as exc:
-            problems.extend(_explain(error, file, lines, start) for error in exc.errors())
+            problems.extend(
+                explain_validation_error(
+                    error, root=AgentDocument, file=file, lines=lines, start=start
+                )
+                for error in exc.errors()
+            )
             continue
         documents.append(SpecDocument(document=document, file=file, line=start, field_lines=lines))
     if not documents and not problems:
@@ -132,7 +153,7 @@ def _expand(paths: Iterable[str | Path], problems: list[SpecError]) -> Iterator[
             yield path
 
 
-def _read(file: Path) -> str:
+def read_spec_file(file: Path) -> str:
     where = Location(file=str(file))
     try:
         with file.open("rb") as handle:
@@ -165,7 +186,7 @@ def _read(file: Path) -> str:
         ) from exc
 
 
-def _parse(text: str, file: str) -> Iterator[tuple[Any, dict[FieldPath, int], int]]:
+def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, dict[FieldPath, int], int]]:
     """Yield (data, field lines, first line) for each non-empty document of ``text``."""
     try:
         loader = _Loader(text)
@@ -234,7 +255,7 @@ def _record_lines(
             if key in seen and key != "<<":
                 raise SpecError(
                     f"key {key!r} appears twice in one mapping (first at line {seen[key]})",
-                    where=Location(file=file, line=line, field=_dotted((*path, key))),
+                    where=Location(file=file, line=line, field=dotted((*path, key))),
                     fix="keep one of them; YAML would silently drop the first",
                 )
             seen[key] = line
@@ -246,27 +267,34 @@ def _record_lines(
             _record_lines(item, (*path, index), lines, file, budget)
 
 
-def _explain(
-    error: ErrorDetails, file: str, lines: Mapping[FieldPath, int], start: int
+def explain_validation_error(
+    error: ErrorDetails,
+    *,
+    root: type[pydantic.BaseModel],
+    file: str,
+    lines: Mapping[FieldPath, int],
+    start: int,
+    reference: str = "`agentcell schema`",
 ) -> SpecError:
+    """One pydantic error as a :class:`SpecError` naming file, line and field, with a fix.
+
+    ``root`` is the model that validated the document (its fields name the allowed keys);
+    ``reference`` is where a user finds the format. Shared by every YAML file agentcell reads.
+    """
+    field_names = _field_names(root)
     loc = tuple(error["loc"])
     # Pydantic adds union member tags to locations; keep only what a user wrote or could write.
     kept: list[str | int] = []
     for part in loc:
-        if isinstance(part, int) or part in _ALL_FIELD_NAMES or (*kept, part) in lines:
+        if isinstance(part, int) or part in field_names or (*kept, part) in lines:
             kept.append(part)
     path = tuple(kept)
-    line = start
-    for end in range(len(path), 0, -1):
-        if path[:end] in lines:
-            line = lines[path[:end]]
-            break
-    where = Location(file=file, line=line, field=_dotted(path) or None)
+    where = locate(path, file=file, lines=lines, start=start)
     kind = error["type"]
     message = error["msg"].removeprefix("Value error, ")
     if kind == "missing":
         name = path[-1] if path else "?"
-        parent = _dotted(path[:-1]) or "the document"
+        parent = dotted(path[:-1]) or "the document"
         return SpecError(
             f"required field {name!r} is missing",
             where=where,
@@ -274,7 +302,7 @@ def _explain(
         )
     if kind == "extra_forbidden":
         name = str(path[-1]) if path else "?"
-        allowed = _allowed_fields(path[:-1])
+        allowed = _allowed_fields(root, path[:-1])
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return SpecError(
@@ -284,9 +312,9 @@ def _explain(
         )
     if kind in ("model_type", "dict_type") and error.get("input") is None:
         return SpecError(
-            f"{_dotted(path) or 'the document'} is empty",
+            f"{dotted(path) or 'the document'} is empty",
             where=where,
-            fix="write its fields under it (see `agentcell schema`)",
+            fix=f"write its fields under it (see {reference})",
         )
     if kind == "string_type" and isinstance(error.get("input"), int | float | bool):
         return SpecError(
@@ -298,7 +326,7 @@ def _explain(
         return SpecError(
             f"wrong value {_short(error.get('input'))}: {message}",
             where=where,
-            fix="see `agentcell schema` for the accepted values of this field",
+            fix=f"see {reference} for the accepted values of this field",
         )
     if kind.startswith(("greater_than", "less_than", "too_short", "too_long")):
         return SpecError(
@@ -312,7 +340,7 @@ def _explain(
             where=where,
             fix="names are lowercase DNS labels (a-z, 0-9, '-'); paths are absolute",
         )
-    return SpecError(message, where=where, fix="see `agentcell schema` for this field")
+    return SpecError(message, where=where, fix=f"see {reference} for this field")
 
 
 def _collisions(documents: Sequence[SpecDocument]) -> list[SpecError]:
@@ -338,7 +366,8 @@ def _combined(problems: list[SpecError]) -> SpecError:
     return SpecError(f"{len(problems)} problems in the spec:", problems=tuple(problems))
 
 
-def _dotted(path: Iterable[str | int]) -> str:
+def dotted(path: Iterable[str | int]) -> str:
+    """``spec.resources.tmpfs[0].size`` from a field path."""
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
@@ -365,17 +394,36 @@ def _nested_model(annotation: Any) -> type[pydantic.BaseModel] | None:
     return None
 
 
-def _allowed_fields(path: FieldPath) -> list[str]:
-    model: type[pydantic.BaseModel] | None = AgentDocument
+def _allowed_fields(root: type[pydantic.BaseModel], path: FieldPath) -> list[str]:
+    """Field names allowed in the mapping at ``path`` under ``root``."""
+    model: type[pydantic.BaseModel] | None = root
+    keyed = False  # the previous field was a mapping: this part is one of its keys
     for part in path:
-        if model is None or isinstance(part, int):
+        if model is None or isinstance(part, int) or keyed:
+            keyed = False
             continue
         info = next(
             (i for n, i in model.model_fields.items() if (i.alias or n) == part),
             None,
         )
         model = _nested_model(info.annotation) if info is not None else None
+        keyed = info is not None and _is_mapping(info.annotation)
     return _model_fields(model) if model is not None else []
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether the annotation is a dict (or a dict among union members)."""
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return True
+    return any(_is_mapping(arg) for arg in typing.get_args(annotation))
+
+
+@functools.cache
+def _field_names(root: type[pydantic.BaseModel]) -> frozenset[str]:
+    """Every field name under ``root``: pydantic adds union member tags to error locations,
+    and only names a user wrote or could write belong in a path."""
+    return frozenset(_all_field_names(root, set()))
 
 
 def _all_field_names(model: type[pydantic.BaseModel], into: set[str]) -> set[str]:
@@ -385,6 +433,3 @@ def _all_field_names(model: type[pydantic.BaseModel], into: set[str]) -> set[str
         if nested is not None and nested is not model:
             _all_field_names(nested, into)
     return into
-
-
-_ALL_FIELD_NAMES = _all_field_names(AgentDocument, set())

@@ -28,20 +28,24 @@ Errors name the file, line and field, through the same YAML reader as spec files
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic_core import ErrorDetails
 
 from agentcell.errors import Location, SpecError, TrustError
-from agentcell.spec.load import FieldPath, _parse, _read
+from agentcell.spec.load import (
+    FieldPath,
+    explain_validation_error,
+    locate,
+    parse_yaml_documents,
+    read_spec_file,
+)
 
 if TYPE_CHECKING:
     from agentcell.trust.keys import PublicKey
@@ -174,7 +178,7 @@ def load_trust_config(
         if not DEFAULT_CONFIG_PATH.exists():
             return TrustConfig()
         path = DEFAULT_CONFIG_PATH
-    return parse_trust_config(_read(path), file=str(path))
+    return parse_trust_config(read_spec_file(path), file=str(path))
 
 
 def parse_trust_config(text: str, *, file: str = "<input>") -> TrustConfig:
@@ -183,7 +187,7 @@ def parse_trust_config(text: str, *, file: str = "<input>") -> TrustConfig:
     Raises:
         SpecError: the text is not a valid TrustConfig, or a key cannot be loaded.
     """
-    documents = list(_parse(text, file))
+    documents = list(parse_yaml_documents(text, file))
     if len(documents) != 1:
         raise SpecError(
             f"a trust config holds exactly one document, not {len(documents)}",
@@ -194,7 +198,17 @@ def parse_trust_config(text: str, *, file: str = "<input>") -> TrustConfig:
     try:
         document = TrustDocument.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = tuple(_explain(error, file, lines, start) for error in exc.errors())
+        problems = tuple(
+            explain_validation_error(
+                error,
+                root=TrustDocument,
+                file=file,
+                lines=lines,
+                start=start,
+                reference="the TrustConfig format in agentcell.trust.config",
+            )
+            for error in exc.errors()
+        )
         if len(problems) == 1:
             raise problems[0] from exc
         raise SpecError(
@@ -206,7 +220,9 @@ def parse_trust_config(text: str, *, file: str = "<input>") -> TrustConfig:
         loaded = []
         for index, entry in enumerate(entries):
             field_path: FieldPath = (*prefix, "keys", index, "path" if entry.path else "pem")
-            loaded.append(_load_key(entry, base, _where(file, lines, start, field_path)))
+            loaded.append(
+                _load_key(entry, base, locate(field_path, file=file, lines=lines, start=start))
+            )
         return tuple(loaded)
 
     tenants = {
@@ -238,64 +254,3 @@ def _load_key(entry: KeyEntry, base: Path, where: Location) -> PublicKey:
         return load_public_key(entry.pem.encode(), name=entry.name)
     except TrustError as exc:
         raise SpecError(exc.what, where=where, fix=exc.fix) from exc
-
-
-def _where(file: str, lines: Mapping[FieldPath, int], start: int, path: FieldPath) -> Location:
-    line = start
-    for end in range(len(path), 0, -1):
-        if path[:end] in lines:
-            line = lines[path[:end]]
-            break
-    return Location(file=file, line=line, field=_dotted(path) or None)
-
-
-def _explain(
-    error: ErrorDetails, file: str, lines: Mapping[FieldPath, int], start: int
-) -> SpecError:
-    path: FieldPath = tuple(part for part in error["loc"] if isinstance(part, str | int))
-    where = _where(file, lines, start, path)
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "missing":
-        return SpecError(
-            f"required field {path[-1]!r} is missing" if path else message,
-            where=where,
-            fix=f"add '{path[-1]}:' under {_dotted(path[:-1]) or 'the document'}",
-        )
-    if error["type"] == "extra_forbidden":
-        name = str(path[-1]) if path else "?"
-        allowed = _allowed(path[:-1])
-        close = difflib.get_close_matches(name, allowed, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        return SpecError(
-            f"unknown field {name!r}",
-            where=where,
-            fix=f"{hint}fields allowed here: {', '.join(allowed)}",
-        )
-    return SpecError(
-        f"{message} (got {_short(error.get('input'))})",
-        where=where,
-        fix="see the TrustConfig format in agentcell.trust.config",
-    )
-
-
-def _allowed(path: FieldPath) -> list[str]:
-    """Field names allowed in the mapping at ``path``."""
-    model: type[BaseModel] = TrustDocument
-    if path[:1] == ("tenants",) and len(path) >= 2:
-        model = TenantEntry
-        path = path[2:]
-    if path[:1] == ("keys",):
-        model = KeyEntry
-    return [info.alias or name for name, info in model.model_fields.items()]
-
-
-def _dotted(path: FieldPath) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
