@@ -209,11 +209,14 @@ def image_bootstrap(
 
 def _register_area_commands() -> None:
     """Commands that live in their area's module (each imports its heavy parts lazily)."""
-    from agentcell.cli import identity_cmds, policy_cmds, trust_cmds
+    from agentcell.cli import identity_cmds, policy_cmds, proof_cmds, trust_cmds
 
     app.command("rules")(policy_cmds.rules_command)
     app.command("lint")(policy_cmds.lint_command)
     app.command("audit")(policy_cmds.audit_command)
+
+    app.command("verify")(proof_cmds.verify_command)
+    app.command("probe")(proof_cmds.probe_command)
 
     keys_app.command("generate")(trust_cmds.keys_generate)
     image_app.command("build")(trust_cmds.image_build)

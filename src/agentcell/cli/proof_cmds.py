@@ -1,0 +1,216 @@
+"""``agentcell verify`` and ``agentcell probe``: proof that a cell's isolation holds.
+
+``verify`` reads what the kernel enforces (procfs, cgroupfs, the cell's netns) and compares it
+with the cell's spec; ``probe`` tries to break out from inside. Both exit 1 when something is
+weaker than the spec, so they can gate a deployment. Heavy modules are imported inside the
+commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agentcell.verify.compare import VerifyReport
+    from agentcell.verify.probe import ProbeReport
+
+__all__ = ["probe_command", "verify_command"]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of tables.")]
+
+_STATUS_STYLE = {
+    "verified": "green",
+    "configured": "cyan",
+    "mismatch": "bold red",
+    "not-enforced": "yellow",
+    "unknown": "magenta",
+    "blocked": "green",
+    "contained": "green",
+    "allowed": "cyan",
+    "NOT BLOCKED": "bold red",
+    "skipped": "yellow",
+}
+_BASIS = {
+    "kernel": "host kernel",
+    "sandbox": "gVisor kernel",
+    "host": "host state",
+    "engine": "engine record",
+}
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    # Piped output keeps long lines whole instead of folding them at 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 220, highlight=False)
+
+
+def verify_command(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="NAME", help="Cells as TENANT/AGENT, AGENT or container name."),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every running cell on this engine.")] = False,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="Hold the container(s) to this spec file instead of the spec the cell carries; "
+            "works for any container, agentcell's or not.",
+        ),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Read each cell's isolation from the kernel and compare it with its spec.
+
+    Every check is verified (the kernel shows it), configured (only the engine's record does),
+    a mismatch, not enforced on this host (with why), or unknown. Exit 1 on any mismatch.
+    """
+    from agentcell.runtime.docker.backend import DockerBackend
+    from agentcell.runtime.docker.proof import DockerProof
+    from agentcell.verify.compare import verify
+
+    if not names and not all_:
+        raise typer.BadParameter("name a cell or pass --all")
+    backend = DockerBackend.connect()
+    try:
+        proof = DockerProof(backend)
+        reports = []
+        for subject in proof.subjects(names or [], all_cells=all_, spec_file=spec):
+            started = time.perf_counter()
+            target = proof.target(subject)
+            report = verify(subject.document, target, spec_source=subject.spec_source)
+            # The time shown covers the engine's part too (for gVisor, an exec in the cell).
+            elapsed = (time.perf_counter() - started) * 1000
+            reports.append(dataclasses.replace(report, elapsed_ms=elapsed))
+    finally:
+        backend.close()
+    if json_out:
+        sys.stdout.write(json.dumps([report.to_json() for report in reports], indent=2) + "\n")
+    else:
+        console = _console()
+        for report in reports:
+            _print_verify(report, console)
+    if not all(report.ok for report in reports):
+        raise typer.Exit(1)
+
+
+def probe_command(
+    name: Annotated[str, typer.Argument(help="Cell as TENANT/AGENT, AGENT or container name.")],
+    json_out: JsonOption = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only these probes (repeatable), e.g. --only io_uring."),
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option("--spec", help="Judge against this spec file (any container)."),
+    ] = None,
+) -> None:
+    """Try to break out of a cell: privilege, syscalls, filesystem, cgroups, resources and
+    network. Each attempt is blocked (with what stopped it), contained by gVisor, allowed by
+    the spec, NOT BLOCKED, or skipped with why. Exit 1 on any NOT BLOCKED."""
+    from agentcell.runtime.docker.backend import DockerBackend
+    from agentcell.runtime.docker.proof import DockerProof
+    from agentcell.verify.probe import run_probes
+
+    backend = DockerBackend.connect()
+    try:
+        proof = DockerProof(backend)
+        (subject,) = proof.subjects([name], spec_file=spec)
+        report = run_probes(
+            proof.probe_host(subject),
+            subject.document,
+            cell=subject.name,
+            container=subject.container.name or name,
+            only=only,
+        )
+    finally:
+        backend.close()
+    if json_out:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        _print_probe(report, _console())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _styled(status: str) -> str:
+    style = _STATUS_STYLE.get(status, "")
+    return f"[{style}]{status}[/{style}]" if style else status
+
+
+def _print_verify(report: VerifyReport, console: Console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        "CHECK",
+        "STATUS",
+        "EXPECTED",
+        "OBSERVED",
+        "READ FROM",
+        "WHY / SOURCE",
+        title=f"verify {report.cell} ({report.container}, runtime {report.runtime})",
+        caption=f"spec: {report.spec_source}; read in {report.elapsed_ms:.0f} ms",
+        box=None,
+    )
+    for check in report.checks:
+        note = check.why or check.source
+        table.add_row(
+            check.id,
+            _styled(check.status),
+            escape(check.expected),
+            escape(check.observed),
+            _BASIS[check.basis],
+            escape(note),
+        )
+    console.print(table)
+    tally: dict[str, int] = {}
+    for check in report.checks:
+        tally[check.status] = tally.get(check.status, 0) + 1
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(tally.items()))
+    verdict = "[green]OK[/green]" if report.ok else "[bold red]MISMATCH[/bold red]"
+    console.print(f"{verdict}: {summary}\n")
+
+
+def _print_probe(report: ProbeReport, console: Console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        "PROBE",
+        "CATEGORY",
+        "RESULT",
+        "MECHANISM",
+        "DETAIL",
+        title=f"probe {report.cell} ({report.container}, runtime {report.runtime})",
+        caption=f"{len(report.results)} probes in {report.elapsed_s:.1f} s",
+        box=None,
+    )
+    for result in report.results:
+        table.add_row(
+            result.id,
+            result.category,
+            _styled(result.status),
+            escape(result.mechanism),
+            escape(result.detail),
+        )
+    console.print(table)
+    for note in report.notes:
+        console.print(f"note: {escape(note)}")
+    tally: dict[str, int] = {}
+    for result in report.results:
+        tally[result.status] = tally.get(result.status, 0) + 1
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(tally.items()))
+    verdict = "[green]OK[/green]" if report.ok else "[bold red]NOT BLOCKED[/bold red]"
+    console.print(f"{verdict}: {summary}\n")

@@ -1,0 +1,469 @@
+"""The Docker side of the isolation proof.
+
+``verify`` and ``probe`` need a few things only the engine knows: which container a name means,
+its host pid and runtime, what the engine recorded for it, and a way to run a program inside
+it. This module provides them, and implements :class:`agentcell.verify.probe.ProbeHost`:
+
+* programs go to the cell's own ``python3`` over an exec's stdin (a small bootstrap reads
+  exactly the program's length and runs it), so nothing is written into the cell and nothing
+  is baked into user images;
+* the canary is a hardened container on an internal network of its own, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, cast
+
+import docker
+import docker.errors
+import pydantic
+from docker.models.containers import Container
+
+from agentcell.errors import BackendError, CellNotFound, Location, SpecError
+from agentcell.runtime.docker.backend import DockerBackend
+from agentcell.runtime.docker.client import translated
+from agentcell.runtime.docker.images import BASE_IMAGE
+from agentcell.runtime.docker.translate import LABEL_MANAGED, LABEL_SOURCE, LABEL_SPEC
+from agentcell.spec.load import SpecDocument, load_paths
+from agentcell.spec.model import AgentDocument
+from agentcell.verify.facts import CellTarget, EngineRecord, SandboxView
+from agentcell.verify.probe import Canary, CellState, ExecResult
+
+__all__ = ["LABEL_PROBE", "DockerProbeHost", "DockerProof", "ProofSubject"]
+
+LABEL_PROBE = "org.agentcell.probe"
+CANARY_PORT = 8080
+CANARY_READY_S = 20.0
+SNAPSHOT_TIMEOUT_S = 30.0
+# Output a cell can send back is bounded: a hostile cell must not exhaust the host's memory.
+MAX_OUTPUT_BYTES = 4 * 1024**2
+# Runs the program that follows on stdin: exactly N bytes, so no end-of-file is needed.
+_BOOTSTRAP = (
+    "import sys;n=int(sys.argv[1]);src=sys.stdin.buffer.read(n);"
+    'sys.argv=["agentcell-probe"]+sys.argv[2:];'
+    'exec(compile(src,"agentcell-probe","exec"),{"__name__":"__main__"})'
+)
+_CANARY_SERVER = (
+    "import socket\n"
+    "s=socket.socket()\n"
+    "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+    f"s.bind(('0.0.0.0',{CANARY_PORT}))\n"
+    "s.listen(16)\n"
+    "print('listening',flush=True)\n"
+    "while True:\n"
+    "    c,_=s.accept()\n"
+    "    c.sendall(b'agentcell canary\\n')\n"
+    "    c.close()\n"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProofSubject:
+    """A container to prove, and the spec to hold it to."""
+
+    name: str
+    container: Container
+    document: AgentDocument
+    spec_source: str
+
+
+class DockerProof:
+    """Finds cells and what verify/probe need about them, on one Docker Engine."""
+
+    def __init__(self, backend: DockerBackend) -> None:
+        self.backend = backend
+        self.client: docker.DockerClient = backend.client
+
+    # -- which containers, held to which spec ---------------------------------------------------
+
+    def subjects(
+        self, refs: Sequence[str], *, all_cells: bool = False, spec_file: Path | None = None
+    ) -> list[ProofSubject]:
+        """The containers named by ``refs`` (or every running cell), each with its spec.
+
+        A cell carries its normalized spec in a label; ``spec_file`` holds any container,
+        agentcell's or not, to the spec in that file instead.
+
+        Raises:
+            CellNotFound: a name matches no container, or a container is not running.
+            SpecError: the spec file or a cell's spec label is invalid.
+        """
+        if all_cells:
+            names = [cell.container for cell in self.backend.cells() if cell.state == "running"]
+            if not names:
+                raise CellNotFound("no running cell on this engine", fix="start one: agentcell up")
+        else:
+            names = list(refs)
+        if not names:
+            raise CellNotFound("name a cell (TENANT/AGENT, AGENT or a container) or pass --all")
+        documents = load_paths([spec_file]) if spec_file is not None else []
+        subjects = []
+        for ref in names:
+            container = self._container(ref, any_container=spec_file is not None)
+            if container.status != "running":
+                raise CellNotFound(
+                    f"{container.name} is {container.status}, not running",
+                    fix=f"start it first (agentcell up, or docker start {container.name})",
+                )
+            if spec_file is not None:
+                document, source = _pick(documents, container, spec_file)
+            else:
+                document, source = _label_spec(container)
+            subjects.append(
+                ProofSubject(name=ref, container=container, document=document, spec_source=source)
+            )
+        return subjects
+
+    def _container(self, ref: str, *, any_container: bool) -> Container:
+        if any_container and "/" not in ref:
+            try:
+                container: Container = self.client.containers.get(ref)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                raise BackendError(f"look up {ref}: {exc.explanation}") from exc
+            else:
+                return container
+        return self.backend.container(ref)
+
+    # -- what verify reads ----------------------------------------------------------------------
+
+    def target(self, subject: ProofSubject) -> CellTarget:
+        """The facts the runtime layer adds to the kernel's: pid, engine record, and for
+        gVisor the sandbox's own view.
+
+        Raises:
+            BackendError: the engine does not answer.
+        """
+        container = subject.container
+        with translated("inspect", subject=container.name or "?"):
+            container.reload()
+        attrs = container.attrs
+        host = attrs.get("HostConfig") or {}
+        runtime = str(host.get("Runtime") or "runc")
+        info = self.backend.facts.runtime(runtime)
+        seccomp: str | None = None
+        for option in host.get("SecurityOpt") or []:
+            if option.startswith("seccomp=") or option.startswith("seccomp:"):
+                seccomp = option[len("seccomp=") :]
+        engine = EngineRecord(
+            runtime=runtime,
+            runtime_args=info.args if info is not None else (),
+            seccomp_profile=seccomp,
+            privileged=bool(host.get("Privileged")),
+        )
+        sandbox: SandboxView | None = None
+        problem: str | None = None
+        if runtime == "runsc":
+            sandbox, problem = self._snapshot(container)
+        return CellTarget(
+            name=subject.name,
+            container=container.name or "?",
+            container_id=container.id or "?",
+            host_pid=int((attrs.get("State") or {}).get("Pid") or 0),
+            engine=engine,
+            sandbox=sandbox,
+            sandbox_error=problem,
+        )
+
+    def _snapshot(self, container: Container) -> tuple[SandboxView | None, str | None]:
+        """gVisor's view of the cell, read by ``assets/probe/snapshot.py`` inside it."""
+        host = DockerProbeHost(self.client, container)
+        program = (resources.files("agentcell") / "assets" / "probe" / "snapshot.py").read_bytes()
+        outcome = host.run_program(program, [], timeout_s=SNAPSHOT_TIMEOUT_S)
+        for line in outcome.stdout.splitlines():
+            try:
+                return _sandbox_view(json.loads(line)), None
+            except (json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError):
+                continue
+        why = outcome.error or f"exit {outcome.exit_code}"
+        tail = outcome.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        return None, f"could not read the sandbox's view ({why}{': ' + tail[0] if tail else ''})"
+
+    # -- what probe needs -----------------------------------------------------------------------
+
+    def probe_host(self, subject: ProofSubject) -> DockerProbeHost:
+        """The :class:`~agentcell.verify.probe.ProbeHost` for one subject."""
+        return DockerProbeHost(self.client, subject.container)
+
+
+class _Snapshot(pydantic.BaseModel):
+    """What snapshot.py prints; it comes from inside the cell, so it is validated."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    status: dict[str, str | None] = pydantic.Field(default_factory=dict)
+    mountinfo: str | None = None
+    route: str | None = None
+    ipv6_route: str | None = None
+    dev: str | None = None
+    present: dict[str, bool] = pydantic.Field(default_factory=dict)
+    no_new_privs: int | None = None
+
+
+def _sandbox_view(data: Any) -> SandboxView:
+    snapshot = _Snapshot.model_validate(data)
+    statuses = {int(pid): text for pid, text in snapshot.status.items() if pid.isdigit() and text}
+    return SandboxView(
+        statuses=MappingProxyType(statuses),
+        mountinfo=snapshot.mountinfo,
+        route=snapshot.route,
+        ipv6_route=snapshot.ipv6_route,
+        dev=snapshot.dev,
+        present=MappingProxyType(dict(snapshot.present)),
+        no_new_privs=None if snapshot.no_new_privs is None else snapshot.no_new_privs == 1,
+    )
+
+
+def _label_spec(container: Container) -> tuple[AgentDocument, str]:
+    labels: Mapping[str, str] = container.labels
+    raw = labels.get(LABEL_SPEC)
+    if labels.get(LABEL_MANAGED) != "true" or raw is None:
+        raise SpecError(
+            f"container {container.name} carries no agentcell spec (label {LABEL_SPEC})",
+            fix="pass --spec FILE to hold it to a spec file",
+        )
+    try:
+        document = AgentDocument.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise SpecError(
+            f"the spec label of {container.name} is not a valid Agent document: "
+            f"{exc.error_count()} problems",
+            where=Location(field=LABEL_SPEC),
+            fix="recreate the cell with this agentcell version (agentcell up)",
+        ) from exc
+    source = labels.get(LABEL_SOURCE) or "?"
+    return document, f"label {LABEL_SPEC} (written from {source})"
+
+
+def _pick(
+    documents: Sequence[SpecDocument], container: Container, spec_file: Path
+) -> tuple[AgentDocument, str]:
+    if len(documents) == 1:
+        doc = documents[0]
+        return doc.document, f"{doc.file}:{doc.line}"
+    for doc in documents:
+        tenant, name = doc.document.key
+        if container.name == f"agentcell-{tenant}-{name}":
+            return doc.document, f"{doc.file}:{doc.line}"
+    raise SpecError(
+        f"{spec_file} holds {len(documents)} agents and none is {container.name}",
+        where=Location(file=str(spec_file)),
+        fix="pass a file with the one agent to compare with",
+    )
+
+
+class DockerProbeHost:
+    """Runs programs in one container and starts canaries beside it."""
+
+    def __init__(self, client: docker.DockerClient, container: Container) -> None:
+        self.client = client
+        self.container = container
+        self.name = container.name or container.id or "?"
+
+    @property
+    def runtime(self) -> str:
+        """The container's OCI runtime as the engine records it."""
+        host = self.container.attrs.get("HostConfig") or {}
+        return str(host.get("Runtime") or "runc")
+
+    def state(self) -> CellState:
+        """The container's state, freshly read.
+
+        Raises:
+            BackendError: the engine does not answer.
+        """
+        with translated("inspect", subject=self.name):
+            self.container.reload()
+        state = self.container.attrs.get("State") or {}
+        return CellState(
+            # A restarting container reports Running too; it cannot take an exec then.
+            running=bool(state.get("Running")) and not state.get("Restarting"),
+            pid=int(state.get("Pid") or 0),
+            restart_count=int(self.container.attrs.get("RestartCount") or 0),
+            oom_killed=bool(state.get("OOMKilled")),
+        )
+
+    def run_program(self, source: bytes, argv: Sequence[str], *, timeout_s: float) -> ExecResult:
+        """Run ``python3`` in the container on ``source``, read from stdin, with ``argv``.
+
+        Raises:
+            BackendError: the engine refuses the exec.
+        """
+        api = self.client.api
+        command = ["python3", "-c", _BOOTSTRAP, str(len(source)), *argv]
+        with translated("exec in", subject=self.name):
+            exec_id = str(
+                api.exec_create(self.container.id, command, stdin=True, stdout=True, stderr=True)[
+                    "Id"
+                ]
+            )
+            stream = api.exec_start(exec_id, socket=True)
+        # The SDK wraps the hijacked connection; the socket underneath takes timeouts.
+        raw = cast("socket.socket", getattr(stream, "_sock", stream))
+        deadline = time.monotonic() + timeout_s
+        error: str | None = None
+        timed_out = False
+        try:
+            raw.settimeout(2.0)
+            raw.sendall(source)
+            stdout, stderr, error, timed_out = self._collect(raw, deadline)
+        except OSError as exc:
+            stdout, stderr, error = b"", b"", f"the exec stream failed: {exc}"
+        finally:
+            # Closing the SDK's wrapper leaves the hijacked socket open; close both.
+            with contextlib.suppress(OSError):
+                stream.close()
+            with contextlib.suppress(OSError):
+                raw.close()
+        exit_code = self._finish(exec_id, kill=timed_out)
+        return ExecResult(
+            exit_code=exit_code, stdout=stdout, stderr=stderr, timed_out=timed_out, error=error
+        )
+
+    def _collect(
+        self, raw: socket.socket, deadline: float
+    ) -> tuple[bytes, bytes, str | None, bool]:
+        """Demultiplex the exec's stdout and stderr until it ends, the deadline passes, or the
+        cell dies (gVisor's exec stream can stay open after its sandbox is gone)."""
+        buffers = {1: bytearray(), 2: bytearray()}
+        pending = bytearray()
+        start_pid = self.state().pid
+        last_check = time.monotonic()
+        while True:
+            if time.monotonic() > deadline:
+                return bytes(buffers[1]), bytes(buffers[2]), "timed out", True
+            try:
+                chunk = raw.recv(65536)
+            except TimeoutError:
+                if time.monotonic() - last_check > 5:
+                    last_check = time.monotonic()
+                    state = self.state()
+                    if not state.running or state.pid != start_pid:
+                        return bytes(buffers[1]), bytes(buffers[2]), "the cell died", False
+                continue
+            if not chunk:
+                return bytes(buffers[1]), bytes(buffers[2]), None, False
+            pending += chunk
+            while len(pending) >= 8:
+                size = int.from_bytes(pending[4:8], "big")
+                if len(pending) < 8 + size:
+                    break
+                kind = pending[0]
+                payload = bytes(pending[8 : 8 + size])
+                del pending[: 8 + size]
+                target = buffers.get(kind)
+                if target is not None and len(target) + len(payload) <= MAX_OUTPUT_BYTES:
+                    target += payload
+
+    def _finish(self, exec_id: str, *, kill: bool) -> int | None:
+        """The exec's exit code; a timed-out exec's process is killed on the host first."""
+        api = self.client.api
+        for attempt in range(20):
+            with translated("inspect exec in", subject=self.name):
+                try:
+                    info = api.exec_inspect(exec_id)
+                except docker.errors.NotFound:
+                    return None
+            if not info.get("Running"):
+                code = info.get("ExitCode")
+                return None if code is None else int(code)
+            if kill and attempt == 0:
+                _kill_exec(int(info.get("Pid") or 0), self.container.id or "")
+            time.sleep(0.1)
+        return None
+
+    @contextlib.contextmanager
+    def canary(self) -> Iterator[Canary | None]:
+        """A listener on an internal network of its own, removed when the block ends.
+
+        Raises:
+            ImageError: the canary's image (agentcell's base image) is not on this host.
+            BackendError: the engine refuses the network or the container.
+        """
+        name = f"agentcell-canary-{secrets.token_hex(4)}"
+        labels = {LABEL_PROBE: "canary"}
+        with translated("create canary network", subject=name):
+            network = self.client.networks.create(
+                name, driver="bridge", internal=True, labels=labels
+            )
+        container: Container | None = None
+        try:
+            with translated("start canary", subject=name):
+                container = self.client.containers.run(
+                    BASE_IMAGE,
+                    ["python3", "-u", "-c", _CANARY_SERVER],
+                    name=name,
+                    detach=True,
+                    network=name,
+                    user="65534:65534",
+                    cap_drop=["ALL"],
+                    security_opt=["no-new-privileges:true"],
+                    read_only=True,
+                    mem_limit="32m",
+                    pids_limit=16,
+                    labels=labels,
+                )
+            address = self._wait_for_canary(container, name)
+            reachable = _connects(address, CANARY_PORT)
+            yield Canary(
+                host=address, port=CANARY_PORT, network=name, reachable_from_host=reachable
+            )
+        finally:
+            if container is not None:
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                network.remove()
+
+    def _wait_for_canary(self, container: Container, network: str) -> str:
+        deadline = time.monotonic() + CANARY_READY_S
+        while time.monotonic() < deadline:
+            with translated("read canary", subject=container.name or "?"):
+                container.reload()
+                ready = b"listening" in container.logs()
+            networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+            address = str((networks.get(network) or {}).get("IPAddress") or "")
+            if ready and address:
+                return address
+            if container.status == "exited":
+                break
+            time.sleep(0.1)
+        raise BackendError(
+            f"the canary {container.name} did not start listening",
+            fix="check `docker logs` of a canary; agentcell's base image must have python3",
+        )
+
+
+def _connects(host: str, port: int) -> bool:
+    """Whether a TCP connection from here to a container this run started succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _kill_exec(pid: int, container_id: str) -> None:
+    """End a timed-out exec's process, and only if it still belongs to this container."""
+    if pid <= 0 or not container_id:
+        return
+    try:
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return
+    if container_id in cgroups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
