@@ -123,9 +123,10 @@ def test_example_cell_matches_its_spec(
     assert host_config["NetworkMode"] == "none"
     assert host_config["Runtime"] == runtime
     assert sorted(host_config["Tmpfs"]) == sorted(t.path for t in spec.resources.tmpfs)
-    assert sorted(host_config["Binds"] or []) == sorted(
-        f"{m.source}:{m.target}:ro" for m in spec.host.mounts
-    )
+    assert sorted(
+        (m["Source"], m["Target"], m["ReadOnly"], m["BindOptions"]["NonRecursive"])
+        for m in host_config.get("Mounts") or []
+    ) == sorted((m.source, m.target, True, True) for m in spec.host.mounts)
     assert host_config["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
     assert container.attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
 
@@ -175,6 +176,8 @@ def test_example_cell_matches_its_spec(
     for host_mount in spec.host.mounts:
         (line,) = [m.split() for m in mounts if m.split()[1] == host_mount.target]
         assert "ro" in line[3].split(",")
+        # The host's submounts (e.g. /sys/fs/cgroup/*, writable on the host) stay behind.
+        assert [m for m in mounts if m.split()[1].startswith(host_mount.target + "/")] == []
 
 
 def test_up_is_idempotent_and_replaces_on_change(backend: DockerBackend, tenant: str) -> None:

@@ -70,24 +70,7 @@ def test_every_attempt_on_a_default_cell_is_stopped(
     assert backend.find(cells.ref(runtime, "sandbox")).state == "running"
 
 
-@pytest.mark.parametrize(
-    "runtime",
-    [
-        pytest.param(
-            runtime,
-            marks=[
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="recursive bind: /host/sys/fs/cgroup/* are read-write in the cell "
-                    "(see test_verify_cells.RECURSIVE_BIND)",
-                )
-            ]
-            if runtime != "runsc"
-            else [],
-        )
-        for runtime in RUNTIMES
-    ],
-)
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_the_monitor_agent_cannot_write_the_host(
     proof: DockerProof, cells: Cells, runtime: str
 ) -> None:

@@ -20,29 +20,14 @@ from tests.integration.verify.cells import RUNTIMES, Cells, for_runtime, require
 
 pytestmark = pytest.mark.integration
 
-RECURSIVE_BIND = pytest.mark.xfail(
-    strict=True,
-    reason="Docker 20.10 binds host mounts recursively and makes only the top mount read-only: "
-    "/host/sys/fs/cgroup/* stay writable. translate.py must bind read-only host mounts "
-    "non-recursively (Mount BindOptions.NonRecursive); verify reports it as a mismatch.",
-)
-
 
 def report_of(proof: DockerProof, cells: Cells, runtime: str, example: str) -> VerifyReport:
     found = subject(proof, cells, runtime, example)
     return verify(found.document, proof.target(found), spec_source=found.spec_source)
 
 
-def _params() -> list[object]:
-    params: list[object] = []
-    for runtime in RUNTIMES:
-        for example in ("sandbox", "monitor-agent"):
-            marks = [RECURSIVE_BIND] if example == "monitor-agent" and runtime != "runsc" else []
-            params.append(pytest.param(runtime, example, marks=marks, id=f"{example}-{runtime}"))
-    return params
-
-
-@pytest.mark.parametrize(("runtime", "example"), _params())
+@pytest.mark.parametrize("example", ["sandbox", "monitor-agent"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_every_example_cell_verifies(
     proof: DockerProof, cells: Cells, runtime: str, example: str
 ) -> None:

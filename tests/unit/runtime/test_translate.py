@@ -68,7 +68,7 @@ def test_minimal_spec_becomes_a_locked_down_container() -> None:
     assert kwargs["pids_limit"] == 128
     assert kwargs["network_mode"] == "none"
     assert "pid_mode" not in kwargs
-    assert kwargs["volumes"] == []
+    assert kwargs["mounts"] == []
     assert kwargs["restart_policy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
     assert kwargs["runtime"] == "runc"
 
@@ -95,7 +95,7 @@ def test_extra_mounts_and_env_do_not_change_the_hash() -> None:
     )
     plain = settings_for(spec)
     assert extra.labels[LABEL_SPEC_HASH] == plain.labels[LABEL_SPEC_HASH]
-    assert extra.sdk_kwargs()["volumes"] == ["/run/x:/run/x:ro"]
+    assert [m["Target"] for m in extra.sdk_kwargs()["mounts"]] == ["/run/x"]
     assert extra.environment["TOKEN_FILE"] == "/run/x/token"
 
 
@@ -115,7 +115,11 @@ def test_docker_run_rendering_says_what_the_sdk_gets(example: Path) -> None:
     assert values("--network") == [kwargs["network_mode"]]
     assert values("--pids-limit") == [str(kwargs["pids_limit"])]
     assert values("--runtime") == [kwargs["runtime"]]
-    assert values("-v") == kwargs["volumes"]
+    assert values("--mount") == [
+        f"type=bind,src={m['Source']},dst={m['Target']},readonly,"
+        "bind-propagation=private,bind-nonrecursive"
+        for m in kwargs["mounts"]
+    ]
     assert ("--read-only" in argv) is kwargs["read_only"]
     assert float(values("--cpus")[0]) * 1e9 == kwargs["nano_cpus"]
     assert sorted(v.split(":", 1)[0] for v in values("--tmpfs")) == sorted(kwargs["tmpfs"])
@@ -129,9 +133,20 @@ def test_host_access_is_rendered_read_only() -> None:
         + "    docker_socket: true\n    pid: true\n"
     )
     kwargs = settings_for(spec).sdk_kwargs()
-    assert kwargs["volumes"] == [
-        "/proc:/host/proc:ro",
-        "/var/run/docker.sock:/var/run/docker.sock:ro",
+    # Non-recursive: the host's submounts (e.g. /proc/sys/fs/binfmt_misc, /sys/fs/cgroup/*)
+    # do not come along, so they cannot be writable under a read-only top mount.
+    assert kwargs["mounts"] == [
+        {
+            "Type": "bind",
+            "Source": source,
+            "Target": target,
+            "ReadOnly": True,
+            "BindOptions": {"Propagation": "private", "NonRecursive": True},
+        }
+        for source, target in (
+            ("/proc", "/host/proc"),
+            ("/var/run/docker.sock", "/var/run/docker.sock"),
+        )
     ]
     assert kwargs["pid_mode"] == "host"
 

@@ -76,11 +76,36 @@ def spec_hash(document: AgentDocument) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class BindMount:
-    """A host path mounted into the cell."""
+    """A host path mounted into the cell, without the mounts beneath it.
+
+    Docker binds recursively by default and makes only the top mount read-only, so a
+    read-only ``/sys`` would bring the host's writable ``/sys/fs/cgroup/*`` along. A
+    non-recursive bind shows the cell the one filesystem it asked for. Propagation is
+    ``private``, not Docker's default ``rprivate``: crun 1.8 reads the recursive flag of
+    ``rprivate`` as a recursive bind and brings the submounts back (``verify`` caught it).
+    """
 
     source: str
     target: str
     read_only: bool
+
+    def engine_mount(self) -> dict[str, Any]:
+        """The engine API's ``HostConfig.Mounts`` entry."""
+        return {
+            "Type": "bind",
+            "Source": self.source,
+            "Target": self.target,
+            "ReadOnly": self.read_only,
+            "BindOptions": {"Propagation": "private", "NonRecursive": True},
+        }
+
+    def mount_flag(self) -> str:
+        """The same mount as ``docker run --mount``'s value."""
+        access = ",readonly" if self.read_only else ""
+        return (
+            f"type=bind,src={self.source},dst={self.target}{access},"
+            "bind-propagation=private,bind-nonrecursive"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,9 +157,7 @@ class ContainerSettings:
             "pids_limit": self.pids_limit,
             "network_mode": self.network_mode,
             "pid_mode": self.pid_mode,
-            "volumes": [
-                f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts
-            ],
+            "mounts": [mount.engine_mount() for mount in self.mounts],
             "restart_policy": {"Name": self.restart_policy}
             | (
                 {"MaximumRetryCount": self.restart_retries}
@@ -175,7 +198,7 @@ class ContainerSettings:
         if self.pid_mode:
             argv += ["--pid", self.pid_mode]
         for mount in self.mounts:
-            argv += ["-v", f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}"]
+            argv += ["--mount", mount.mount_flag()]
         restart = self.restart_policy
         if restart == "on-failure":
             restart += f":{self.restart_retries}"
