@@ -13,7 +13,7 @@ DAEMON_JSON=/etc/docker/daemon.json
 # runsc's own network stack fails on these hosts and its KVM platform hangs: ptrace, no network.
 RUNTIMES_JSON='{
   "crun": {"path": "/usr/bin/crun"},
-  "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none"]}
+  "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none", "--oci-seccomp"]}
 }'
 DOCKERD_LOG=/var/log/agentcell-dockerd.log
 REGISTRY_ADDR=127.0.0.1:5000

@@ -75,6 +75,12 @@ class HostFacts:
             note = "gVisor user-space kernel" if name == "runsc" else ""
             if name == "runsc" and not networking:
                 note += "; cells without network only (--network=none)"
+            if name == "runsc":
+                note += (
+                    "; spec seccomp profile applied in the sandbox (--oci-seccomp)"
+                    if "--oci-seccomp" in args
+                    else "; spec seccomp profile NOT applied (no --oci-seccomp)"
+                )
             if name.startswith("io.containerd."):
                 continue
             runtimes.append(
