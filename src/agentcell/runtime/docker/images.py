@@ -39,6 +39,7 @@ __all__ = [
     "bootstrap",
     "image_names",
     "image_reference",
+    "run_build",
 ]
 
 # The mmdebstrap base is tagged with its Debian suite; bookworm is the default.
@@ -250,12 +251,12 @@ def _build(
     """Build ``assets/images/<name>/`` FROM ``base`` and tag it; cached steps make reruns fast."""
     reference = image_reference(name)
     previous = _find(client, reference)
-    log: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
     assets = files("agentcell") / "assets" / "images" / name
-    with as_file(assets) as context, translated("build image", subject=reference):
-        for chunk in client.api.build(
-            path=str(context),
-            tag=reference,
+    with as_file(assets) as context:
+        log = run_build(
+            client,
+            context=Path(context),
+            reference=reference,
             buildargs={"BASE": base},
             labels={
                 IMAGE_LABEL: name,
@@ -263,10 +264,50 @@ def _build(
                 "org.opencontainers.image.base.name": base,
             },
             nocache=force,
+            fix=f"fix src/agentcell/assets/images/{name}/ or the base image {base}, "
+            "then rerun `agentcell image bootstrap`",
+        )
+    image = _find(client, reference)
+    if image is None:
+        raise ImageError(
+            f"the build of {reference} ended without the tag:\n{_tail(log)}",
+            fix="check the dockerd log, then run `agentcell image bootstrap --force`",
+        )
+    unchanged = previous is not None and previous.image_id == image.image_id
+    state = "up to date" if unchanged else "built"
+    progress(f"{reference}: {state} ({image.size_bytes / 1e6:.0f} MB)")
+    return image
+
+
+def run_build(
+    client: docker.DockerClient,
+    *,
+    context: Path,
+    reference: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    fix: str,
+    nocache: bool = False,
+) -> deque[str]:
+    """Build ``context`` as ``reference`` offline; return the tail of the build log.
+
+    Every agentcell build goes through here: no pull, intermediate containers removed, and
+    no network, since a step that needs one is a bug in an offline build.
+
+    Raises:
+        ImageError: a build step failed; carries the last log lines and ``fix``.
+    """
+    log: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
+    with translated("build image", subject=reference):
+        for chunk in client.api.build(
+            path=str(context),
+            tag=reference,
+            buildargs=buildargs,
+            labels=labels,
+            nocache=nocache,
             pull=False,
             rm=True,
             forcerm=True,
-            # Builds are offline by design: a step that needs the network is a bug.
             network_mode="none",
             decode=True,
         ):
@@ -278,21 +319,8 @@ def _build(
             error = chunk.get("error")
             if error is not None:
                 log.extend(str(error).splitlines())
-                raise ImageError(
-                    f"building {reference} failed:\n{_tail(log)}",
-                    fix=f"fix src/agentcell/assets/images/{name}/ or the base image {base}, "
-                    "then rerun `agentcell image bootstrap`",
-                )
-    image = _find(client, reference)
-    if image is None:
-        raise ImageError(
-            f"the build of {reference} ended without the tag:\n{_tail(log)}",
-            fix="check the dockerd log, then run `agentcell image bootstrap --force`",
-        )
-    unchanged = previous is not None and previous.image_id == image.image_id
-    state = "up to date" if unchanged else "built"
-    progress(f"{reference}: {state} ({image.size_bytes / 1e6:.0f} MB)")
-    return image
+                raise ImageError(f"building {reference} failed:\n{_tail(log)}", fix=fix)
+    return log
 
 
 def _find(client: docker.DockerClient, reference: str) -> BuiltImage | None:

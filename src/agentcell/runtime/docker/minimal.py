@@ -17,7 +17,6 @@ import contextlib
 import io
 import tarfile
 import uuid
-from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from importlib.resources import as_file, files
@@ -29,7 +28,7 @@ import docker.errors
 
 from agentcell.errors import ImageError
 from agentcell.runtime.docker.client import translated
-from agentcell.runtime.docker.images import BASE_IMAGE, IMAGE_LABEL, IMAGE_VERSION
+from agentcell.runtime.docker.images import BASE_IMAGE, IMAGE_LABEL, IMAGE_VERSION, run_build
 
 __all__ = [
     "BUILTIN",
@@ -52,7 +51,6 @@ _PACKAGE_MANAGERS = frozenset(
 )
 _COMPILERS = frozenset({"cc", "gcc", "g++", "c++", "clang", "clang++", "tcc", "as", "ld", "go"})
 _COMPILER_PREFIXES = ("gcc-", "g++-", "clang-", "x86_64-linux-gnu-gcc")
-_LOG_TAIL = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,33 +129,15 @@ def build(
             f"{context} has no Dockerfile", fix="point --context at a folder with a Dockerfile"
         )
     previous = _image_id(client, reference)
-    log: deque[str] = deque(maxlen=_LOG_TAIL)
     progress(f"{reference}: building from {context}")
-    with translated("build image", subject=reference):
-        for chunk in client.api.build(
-            path=str(context),
-            tag=reference,
-            buildargs={"BASE": base, "RUNTIME": runtime},
-            labels={
-                IMAGE_LABEL: name or reference,
-                "org.opencontainers.image.base.name": base,
-            },
-            pull=False,
-            rm=True,
-            forcerm=True,
-            network_mode="none",
-            decode=True,
-        ):
-            if not isinstance(chunk, dict):
-                continue
-            if isinstance(chunk.get("stream"), str):
-                log.extend(line for line in chunk["stream"].splitlines() if line.strip())
-            if chunk.get("error") is not None:
-                log.extend(str(chunk["error"]).splitlines())
-                raise ImageError(
-                    f"building {reference} failed:\n" + "\n".join(f"    {x}" for x in log),
-                    fix=f"fix the Dockerfile in {context}",
-                )
+    run_build(
+        client,
+        context=context,
+        reference=reference,
+        buildargs={"BASE": base, "RUNTIME": runtime},
+        labels={IMAGE_LABEL: name or reference, "org.opencontainers.image.base.name": base},
+        fix=f"fix the Dockerfile in {context}",
+    )
     result = report(client, reference, allow=allow)
     if result.violations:
         if previous != result.image_id:
