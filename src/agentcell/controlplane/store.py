@@ -27,7 +27,6 @@ from agentcell.errors import Error, HostError
 __all__ = [
     "AgentRecord",
     "CertificateRecord",
-    "EventRecord",
     "EventRow",
     "MetricPoint",
     "MetricRow",
@@ -128,7 +127,8 @@ class MetricRow:
 
 @dataclass(frozen=True, kw_only=True)
 class EventRow:
-    """One event as it is stored; agents' events carry their report sequence."""
+    """One event as it is stored and as the admin API shows it; agents' events carry their
+    report sequence."""
 
     tenant: str
     agent: str
@@ -177,19 +177,6 @@ class CertificateRecord:
     issued_at: float
     revoked_at: float | None
     revoke_reason: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class EventRecord:
-    """An event as the admin API shows it."""
-
-    tenant: str
-    agent: str
-    sequence: int | None
-    at: float
-    source: str
-    kind: str
-    message: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -590,7 +577,7 @@ class Store:
 
     def events(
         self, *, tenant: str | None = None, agent: str | None = None, limit: int = 50
-    ) -> list[EventRecord]:
+    ) -> list[EventRow]:
         """The newest ``limit`` events in scope, oldest first."""
         query = sa.select(events).order_by(events.c.at.desc(), events.c.id.desc()).limit(limit)
         if tenant is not None:
@@ -600,7 +587,7 @@ class Store:
         with self._begin("read events") as conn:
             rows = conn.execute(query).all()
         return [
-            EventRecord(
+            EventRow(
                 tenant=row.tenant,
                 agent=row.agent,
                 sequence=row.sequence,
