@@ -19,11 +19,9 @@ import json
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from agentcell.policy import admit, preset
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.translate import settings_for
 from agentcell.spec.load import load_paths
+from stats import summary, timed_ms
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "launch.json"
@@ -46,21 +45,9 @@ def remove(client: docker.DockerClient, name: str) -> None:
 
 
 def timed(action: Callable[[], object], cleanup: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    action()
-    elapsed = time.perf_counter() - start
+    elapsed = timed_ms(action)
     cleanup()
-    return elapsed * 1000
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "median_ms": statistics.median(ordered),
-        "p10_ms": ordered[len(ordered) // 10],
-        "p90_ms": ordered[(len(ordered) * 9) // 10],
-        "runs": len(ordered),
-    }
+    return elapsed
 
 
 def main() -> int:

@@ -20,10 +20,8 @@ import argparse
 import contextlib
 import io
 import json
-import statistics
 import sys
 import tarfile
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -41,27 +39,12 @@ from agentcell.trust.keys import generate_key_pair
 from agentcell.trust.reference import ImageReference
 from agentcell.trust.registry import Registries, RegistryClient
 from agentcell.trust.signing import sign_image
+from stats import summary, timed_ms
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "trust.json"
 REGISTRY = "127.0.0.1:5000"
 GOAL_MS = 20.0
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "median_ms": statistics.median(ordered),
-        "p10_ms": ordered[len(ordered) // 10],
-        "p90_ms": ordered[(len(ordered) * 9) // 10],
-        "runs": len(ordered),
-    }
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return (time.perf_counter() - start) * 1000
 
 
 def build_test_image(client: docker.DockerClient, marker: str) -> str:
@@ -125,7 +108,7 @@ def main() -> int:
         samples: dict[str, list[float]] = {name: [] for name in actions}
         for _ in range(options.runs):
             for name, action in actions.items():
-                samples[name].append(timed(action))
+                samples[name].append(timed_ms(action))
         registries.close()
         raw.close()
     finally:

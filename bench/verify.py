@@ -19,10 +19,9 @@ import contextlib
 import dataclasses
 import json
 import secrets
-import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +33,12 @@ from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import HostAccess
 from agentcell.verify.compare import verify
 from agentcell.verify.probe import run_probes
+from stats import summary, timed_ms
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "verify.json"
 RUNTIMES = ("runc", "crun", "runsc")
 EXAMPLES = ("sandbox", "monitor-agent")
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "median_ms": statistics.median(ordered),
-        "p10_ms": ordered[len(ordered) // 10],
-        "p90_ms": ordered[(len(ordered) * 9) // 10],
-        "runs": len(ordered),
-    }
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return (time.perf_counter() - start) * 1000
 
 
 def for_runtime(doc: SpecDocument, runtime: str, tenant: str) -> SpecDocument:
@@ -109,7 +93,7 @@ def measure_verify(proof: DockerProof, found: ProofSubject, runs: int) -> dict[s
     client = proof.client
     name = found.container.name or ""
     for _ in range(runs):
-        samples["inspect"].append(timed(lambda: client.containers.get(name).attrs))
+        samples["inspect"].append(timed_ms(lambda: client.containers.get(name).attrs))
         start = time.perf_counter()
         target = proof.target(found)
         engine_ms = (time.perf_counter() - start) * 1000
@@ -126,7 +110,7 @@ def measure_probe(proof: DockerProof, found: ProofSubject, runs: int) -> dict[st
     floor: list[float] = []
     statuses: dict[str, int] = {}
     for _ in range(runs):
-        floor.append(timed(lambda: host.run_program(b"pass\n", ["-"], timeout_s=60)))
+        floor.append(timed_ms(lambda: host.run_program(b"pass\n", ["-"], timeout_s=60)))
         start = time.perf_counter()
         report = run_probes(
             host, found.document, cell=found.name, container=found.container.name or ""
