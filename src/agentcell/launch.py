@@ -90,8 +90,7 @@ def up_files(
     """
     admitted = admit_files(files, policy_name, warn=warn)
     for spec in admitted:
-        settings = settings_for(spec)
-        backend.facts.require_runtime(settings.runtime, networked=settings.network_mode != "none")
+        backend.check_host(settings_for(spec))
     pinned = pin_all(
         admitted,
         trust if trust is not None else load_trust_config(),

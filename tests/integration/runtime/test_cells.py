@@ -12,6 +12,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 
+from agentcell.errors import HostError
 from agentcell.policy import AdmittedSpec, Finding, admit
 from agentcell.policy.view import CellView
 from agentcell.runtime.cells import Cell
@@ -98,8 +99,26 @@ def launch(backend: DockerBackend, example: str, runtime: RuntimeName, tenant: s
     return admitted
 
 
-@pytest.mark.parametrize("runtime", RUNTIMES)
-@pytest.mark.parametrize("example", ["monitor-agent.yaml", "sandbox.yaml"])
+CELLS = [
+    (example, runtime)
+    for example in ("monitor-agent.yaml", "sandbox.yaml")
+    for runtime in RUNTIMES
+    # gVisor cannot serve the host's /proc and /sys: that cell is refused (test below).
+    if not (example == "monitor-agent.yaml" and runtime == "runsc")
+]
+
+
+def test_gvisor_cell_with_host_proc_is_refused_before_anything_is_made(
+    backend: DockerBackend, tenant: str
+) -> None:
+    (doc,) = load_paths([EXAMPLES / "monitor-agent.yaml"])
+    admitted = admit(with_runtime(doc, "runsc", tenant), AdmitAll())
+    with pytest.raises(HostError, match="gVisor cannot serve host /proc, /sys"):
+        backend.up(admitted)
+    assert backend.cells(tenant=tenant) == []
+
+
+@pytest.mark.parametrize(("example", "runtime"), CELLS)
 def test_example_cell_matches_its_spec(
     backend: DockerBackend, tenant: str, example: str, runtime: RuntimeName
 ) -> None:

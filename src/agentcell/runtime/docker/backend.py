@@ -101,7 +101,7 @@ class DockerBackend:
             extra_env=extra_env,
             image_trust=image_trust,
         )
-        self.facts.require_runtime(settings.runtime, networked=settings.network_mode != "none")
+        self.check_host(settings)
         existing = self._get(settings.name)
         if existing is not None:
             labels = existing.labels
@@ -123,6 +123,18 @@ class DockerBackend:
             self._remove(existing)
             return UpResult(cell=self._create(settings), action="replaced")
         return UpResult(cell=self._create(settings), action="created")
+
+    def check_host(self, settings: ContainerSettings) -> None:
+        """Refuse settings this host cannot honour, before anything is created.
+
+        Raises:
+            HostError: the runtime is absent, or cannot give the cell its network or mounts.
+        """
+        self.facts.require_runtime(
+            settings.runtime,
+            networked=settings.network_mode != "none",
+            host_paths=[mount.source for mount in settings.mounts],
+        )
 
     def _create(self, settings: ContainerSettings) -> Cell:
         if settings.internal_network is not None:

@@ -6,7 +6,7 @@ another round trip.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,11 +109,14 @@ class HostFacts:
         """The runtime called ``name``, or None when the engine does not know it."""
         return next((rt for rt in self.runtimes if rt.name == name and rt.available), None)
 
-    def require_runtime(self, name: str, *, networked: bool) -> RuntimeInfo:
+    def require_runtime(
+        self, name: str, *, networked: bool, host_paths: Sequence[str] = ()
+    ) -> RuntimeInfo:
         """The runtime a cell asks for, refusing what this host cannot honour.
 
         Raises:
-            HostError: the runtime is absent, or cannot give the cell a network here.
+            HostError: the runtime is absent, cannot give the cell a network here, or (gVisor)
+                cannot serve the host's /proc or /sys through a bind mount.
         """
         runtime = self.runtime(name)
         if runtime is None:
@@ -128,4 +131,16 @@ class HostFacts:
                 f"(registered with {' '.join(runtime.args)}), but the spec asks for a network",
                 fix="set network: none for this cell, or use runc/crun",
             )
+        unreadable = [path for path in host_paths if _is_kernel_fs(path)]
+        if runtime.sandboxed and unreadable:
+            raise HostError(
+                f"gVisor cannot serve host {', '.join(unreadable)} through a bind mount (its "
+                "gofer answers EINVAL), so the cell would see nothing there",
+                fix="run this cell with runc or crun, or remove the mount",
+            )
         return runtime
+
+
+def _is_kernel_fs(path: str) -> bool:
+    """Whether ``path`` is the host's procfs or sysfs, or inside them."""
+    return any(path == root or path.startswith(root + "/") for root in ("/proc", "/sys"))
