@@ -28,6 +28,7 @@ from agentcell.spec.units import format_bytes, parse_bytes, parse_duration_ns
 __all__ = [
     "API_VERSION",
     "CAPABILITIES",
+    "CAPABILITY_BITS",
     "KIND",
     "AgentDocument",
     "AgentSpec",
@@ -54,18 +55,17 @@ MEMORY_MAX = 4096 * GiB
 RuntimeName = Literal["runc", "crun", "runsc"]
 SeccompMode = Literal["strict", "default", "unconfined"]
 
-# Every capability a current kernel knows, without the CAP_ prefix (capabilities(7)).
-CAPABILITIES = frozenset(
-    {
-        "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF",
-        "CHECKPOINT_RESTORE", "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID",
-        "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN",
-        "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW",
-        "PERFMON", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYSLOG", "SYS_ADMIN",
-        "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE",
-        "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "WAKE_ALARM",
-    }
+# Every capability a current kernel knows, without the CAP_ prefix, in bit order
+# (capabilities(7)): the order /proc/<pid>/status's Cap* masks use.
+CAPABILITY_BITS = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
 )  # fmt: skip
+CAPABILITIES = frozenset(CAPABILITY_BITS)
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # agentcell names containers agentcell-<tenant>-<name>; these lengths keep that a valid

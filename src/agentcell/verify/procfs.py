@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from agentcell.errors import HostError, Location
+from agentcell.spec.model import CAPABILITY_BITS
 
 __all__ = [
     "CAPABILITY_BITS",
@@ -41,15 +42,6 @@ __all__ = [
     "read_text",
 ]
 
-# Capability bit numbers (capabilities(7)), without the CAP_ prefix, in bit order.
-CAPABILITY_BITS = (
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
-    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
-    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-)  # fmt: skip
 
 # The namespaces verify compares with the host's (time is left out: no engine sets it).
 NAMESPACES = ("pid", "net", "ipc", "uts", "user", "cgroup", "mnt")
