@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentcell.errors import Error
+from agentcell.identity.files import CAFiles
 from agentcell.spec.units import parse_duration_ns
 
 __all__ = [
@@ -78,7 +79,7 @@ class ControlPlanePaths:
     @property
     def ca_bundle(self) -> Path:
         """The CA certificate that verifies the server (and that cells get a copy of)."""
-        return self.state_dir / "ca" / "ca.pem"
+        return CAFiles(self.state_dir).ca_cert
 
     @property
     def agent_socket_dir(self) -> Path:

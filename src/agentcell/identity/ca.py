@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agentcell.identity.errors import CANotInitialised, EnrolmentRefused, IdentityError
-from agentcell.identity.files import read_text, write_file
+from agentcell.identity.files import CAFiles, read_text, write_file
 from agentcell.identity.spiffe import SpiffeId, validate_trust_domain
 
 __all__ = [
@@ -46,38 +46,6 @@ SERVER_LIFETIME = dt.timedelta(days=365)
 CLOCK_SKEW = dt.timedelta(seconds=60)
 MIN_RSA_BITS = 2048
 ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
-
-
-@dataclass(frozen=True)
-class CAFiles:
-    """Where the CA keeps its files inside a control-plane state directory."""
-
-    state_dir: Path
-
-    @property
-    def ca_key(self) -> Path:
-        """The CA's private key (0600)."""
-        return self.state_dir / "ca" / "ca.key"
-
-    @property
-    def ca_cert(self) -> Path:
-        """The CA certificate, the trust anchor every agent gets."""
-        return self.state_dir / "ca" / "ca.pem"
-
-    @property
-    def server_key(self) -> Path:
-        """The TLS server's private key (0600)."""
-        return self.state_dir / "tls" / "server.key"
-
-    @property
-    def server_cert(self) -> Path:
-        """The TLS server's certificate."""
-        return self.state_dir / "tls" / "server.pem"
-
-    @property
-    def settings(self) -> Path:
-        """identity.json: the trust domain this CA serves."""
-        return self.state_dir / "identity.json"
 
 
 @dataclass(frozen=True, kw_only=True)

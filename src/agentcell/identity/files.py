@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentcell.identity.errors import IdentityError
 
-__all__ = ["read_text", "write_file"]
+__all__ = ["CAFiles", "read_text", "write_file"]
 
 
 def write_file(path: Path, data: bytes, *, mode: int) -> None:
@@ -57,3 +58,35 @@ def read_text(path: Path, *, what: str) -> str:
             f"cannot read the {what} at {path}: {exc.strerror}",
             fix="run `agentcell ca init`, or point --state-dir at the control plane's state",
         ) from exc
+
+
+@dataclass(frozen=True)
+class CAFiles:
+    """Where the CA keeps its files inside a control-plane state directory."""
+
+    state_dir: Path
+
+    @property
+    def ca_key(self) -> Path:
+        """The CA's private key (0600)."""
+        return self.state_dir / "ca" / "ca.key"
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA certificate, the trust anchor every agent gets."""
+        return self.state_dir / "ca" / "ca.pem"
+
+    @property
+    def server_key(self) -> Path:
+        """The TLS server's private key (0600)."""
+        return self.state_dir / "tls" / "server.key"
+
+    @property
+    def server_cert(self) -> Path:
+        """The TLS server's certificate."""
+        return self.state_dir / "tls" / "server.pem"
+
+    @property
+    def settings(self) -> Path:
+        """identity.json: the trust domain this CA serves."""
+        return self.state_dir / "identity.json"
