@@ -89,16 +89,12 @@ class ControlPlane:
             self._revoked = self._revoked | frozenset(serials)
         for record in self.store.certificates():
             if record.serial in serials:
-                self.store.add_event(
-                    EventRow(
-                        tenant=record.tenant,
-                        agent=record.agent,
-                        sequence=None,
-                        at=now,
-                        source="controlplane",
-                        kind="certificate.revoked",
-                        message=f"certificate {record.serial} revoked: {request.reason}",
-                    )
+                self._note(
+                    record.tenant,
+                    record.agent,
+                    "certificate.revoked",
+                    f"certificate {record.serial} revoked: {request.reason}",
+                    at=now,
                 )
         return api.RevokeResponse(revoked=serials)
 
@@ -128,20 +124,24 @@ class ControlPlane:
             token=token.secret, spiffe_id=identity.uri, expires_at=_epoch(token.expires_at)
         )
 
+    def _note(self, tenant: str, agent: str, kind: str, message: str, *, at: float) -> None:
+        """Record an event of the control plane's own about one agent."""
+        self.store.add_event(
+            EventRow(
+                tenant=tenant,
+                agent=agent,
+                sequence=None,
+                at=at,
+                source="controlplane",
+                kind=kind,
+                message=message,
+            )
+        )
+
     def _refuse(self, reason: str, what: str, *, tenant: str = "", agent: str = "") -> NoReturn:
         self.telemetry.enrol_failures.labels(reason=reason).inc()
         if tenant:
-            self.store.add_event(
-                EventRow(
-                    tenant=tenant,
-                    agent=agent,
-                    sequence=None,
-                    at=self.clock(),
-                    source="controlplane",
-                    kind="enrolment.refused",
-                    message=what,
-                )
-            )
+            self._note(tenant, agent, "enrolment.refused", what, at=self.clock())
         raise EnrolmentRefused(
             what,
             reason=reason,
@@ -220,17 +220,13 @@ class ControlPlane:
                 self._revoked = self._revoked | frozenset(superseded)
         next_sequence = self.store.enrol_agent(identity.tenant, identity.agent, now=now)
         self.telemetry.enrolments.inc()
-        self.store.add_event(
-            EventRow(
-                tenant=identity.tenant,
-                agent=identity.agent,
-                sequence=None,
-                at=now,
-                source="controlplane",
-                kind="agent.enrolled",
-                message=f"enrolled with certificate {issued.serial}; "
-                f"reports continue at sequence {next_sequence}",
-            )
+        self._note(
+            identity.tenant,
+            identity.agent,
+            "agent.enrolled",
+            f"enrolled with certificate {issued.serial}; "
+            f"reports continue at sequence {next_sequence}",
+            at=now,
         )
         return api.EnrolResponse(**self._certificate_body(issued), next_sequence=next_sequence)
 
