@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -13,27 +13,15 @@ import pytest
 from docker.models.containers import Container
 
 from agentcell.errors import HostError
-from agentcell.policy import AdmittedSpec, Finding, admit
-from agentcell.policy.view import CellView
+from agentcell.policy import AdmittedSpec, admit
 from agentcell.runtime.cells import Cell
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import RuntimeName
+from tests.policies import AdmitAll
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 RUNTIMES: tuple[RuntimeName, ...] = ("runc", "crun", "runsc")
-
-
-class AdmitAll:
-    """These tests check the launch path; policy has its own tests."""
-
-    name = "admit-all"
-
-    def evaluate(self, doc: SpecDocument) -> Sequence[Finding]:
-        return ()
-
-    def judge(self, view: CellView) -> Sequence[Finding]:
-        return ()
 
 
 def with_runtime(doc: SpecDocument, runtime: RuntimeName, tenant: str) -> SpecDocument:

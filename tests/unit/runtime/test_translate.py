@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from agentcell.errors import SpecError
-from agentcell.policy import AdmittedSpec, Finding, admit
-from agentcell.policy.view import CellView
+from agentcell.policy import AdmittedSpec, admit
 from agentcell.runtime.docker.translate import (
     LABEL_SPEC,
     LABEL_SPEC_HASH,
     BindMount,
     settings_for,
 )
-from agentcell.spec.load import SpecDocument, load_paths, load_text
+from agentcell.spec.load import load_paths, load_text
 from agentcell.spec.model import AgentDocument
+from tests.policies import AdmitAll
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 MINIMAL = """\
@@ -29,18 +28,6 @@ metadata: {name: tiny, tenant: acme}
 spec:
   image: agentcell/sandbox:0.1.0
 """
-
-
-class AdmitAll:
-    """Translation is policy's business only through AdmittedSpec; these tests judge nothing."""
-
-    name = "admit-all"
-
-    def evaluate(self, doc: SpecDocument) -> Sequence[Finding]:
-        return ()
-
-    def judge(self, view: CellView) -> Sequence[Finding]:
-        return ()
 
 
 def admitted(text: str = MINIMAL) -> AdmittedSpec:
