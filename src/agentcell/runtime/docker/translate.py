@@ -7,6 +7,7 @@ arguments and the equivalent ``docker run`` command line, so what ``render`` pri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shlex
@@ -360,7 +361,20 @@ def _seccomp(mode: str, where: Location) -> tuple[str | None, str | None]:
         return None, None
     if mode == "unconfined":
         return None, "seccomp=unconfined"
-    path = strict_profile_path() if mode == "strict" else Path(mode)
+    if mode == "strict":
+        return str(strict_profile_path()), _strict_profile_option()
+    return mode, _profile_option(Path(mode), where)
+
+
+@functools.cache
+def _strict_profile_option() -> str:
+    """The shipped profile never changes while agentcell runs: read and compacted once."""
+    return _profile_option(strict_profile_path(), Location(field="security.seccomp"))
+
+
+def _profile_option(path: Path, where: Location) -> str:
+    """``seccomp=<profile JSON>``: the engine wants the profile's content, not its path (the
+    docker CLI does this read for its users)."""
     try:
         profile = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -375,8 +389,7 @@ def _seccomp(mode: str, where: Location) -> tuple[str | None, str | None]:
             where=where,
             fix="fix the profile file",
         ) from exc
-    # The engine wants the profile's content, not its path; the CLI does this read for you.
-    return str(path), "seccomp=" + json.dumps(profile, separators=(",", ":"))
+    return "seccomp=" + json.dumps(profile, separators=(",", ":"))
 
 
 def strict_profile_path() -> Path:
