@@ -81,7 +81,8 @@ def up_files(
 
     Raises:
         SpecError, AdmissionError: bad input or a policy refusal; nothing was launched.
-        HostError: this host cannot honour some spec (runtime absent, no network under runsc).
+        HostError: this host cannot honour some spec (runtime absent; under runsc, a network
+            or host /proc and /sys mounts).
         TrustError: an image is unsigned, untrusted, tag-only where digests are required, or
             its registry is unreachable; nothing was launched.
         ControlPlaneError, IdentityError: a cell needs an identity and the control plane is

@@ -19,6 +19,7 @@ from agentcell.errors import BackendError, CellConflict, CellNotFound, ImageErro
 from agentcell.policy.admission import AdmittedSpec
 from agentcell.runtime.cells import Cell, UpResult
 from agentcell.runtime.docker.client import DEFAULT_API_VERSION, connect, translated
+from agentcell.runtime.docker.effective import cpu_limit
 from agentcell.runtime.docker.host import HostFacts
 from agentcell.runtime.docker.translate import (
     LABEL_AGENT,
@@ -300,9 +301,6 @@ class DockerBackend:
         host = attrs.get("HostConfig") or {}
         state = attrs.get("State") or {}
         labels = container.labels
-        nano = host.get("NanoCpus") or 0
-        quota, period = host.get("CpuQuota") or 0, host.get("CpuPeriod") or 100_000
-        cpus = nano / 1e9 if nano else (quota / period if quota > 0 else 0.0)
         health = (state.get("Health") or {}).get("Status")
         exceptions = tuple(filter(None, labels.get(LABEL_EXCEPTIONS, "").split(",")))
         return Cell(
@@ -317,7 +315,7 @@ class DockerBackend:
             image_requested=labels.get(LABEL_IMAGE_REQUESTED, ""),
             image_trust=labels.get(LABEL_IMAGE_TRUST, ""),
             image_id=str(attrs.get("Image", "?")),
-            cpus=cpus,
+            cpus=cpu_limit(host),
             memory=int(host.get("Memory") or 0),
             memory_swap=int(host.get("MemorySwap") or 0),
             pids=int(host.get("PidsLimit") or 0),

@@ -10,11 +10,18 @@ from typing import Any
 
 from agentcell.spec.units import format_bytes
 
-__all__ = ["effective_settings"]
+__all__ = ["cpu_limit", "effective_settings"]
 
 
 def _bytes(value: Any) -> str:
     return format_bytes(int(value)) if value and int(value) > 0 else "unlimited"
+
+
+def cpu_limit(host_config: Mapping[str, Any]) -> float:
+    """Cores the engine allows (``--cpus`` or a CFS quota); 0.0 when unlimited."""
+    nano = host_config.get("NanoCpus") or 0
+    quota, period = host_config.get("CpuQuota") or 0, host_config.get("CpuPeriod") or 100_000
+    return float(nano / 1e9 if nano else (quota / period if quota > 0 else 0.0))
 
 
 def effective_settings(attrs: Mapping[str, Any]) -> dict[str, str]:
@@ -22,9 +29,8 @@ def effective_settings(attrs: Mapping[str, Any]) -> dict[str, str]:
     host = attrs.get("HostConfig") or {}
     config = attrs.get("Config") or {}
     labels = config.get("Labels") or {}
-    nano = host.get("NanoCpus") or 0
-    quota, period = host.get("CpuQuota") or 0, host.get("CpuPeriod") or 100_000
-    cpus = f"{nano / 1e9:g}" if nano else (f"{quota / period:g}" if quota > 0 else "unlimited")
+    cores = cpu_limit(host)
+    cpus = f"{cores:g}" if cores else "unlimited"
     restart = host.get("RestartPolicy") or {}
     health = config.get("Healthcheck") or {}
     mounts = [
