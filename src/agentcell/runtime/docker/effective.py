@@ -8,6 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agentcell.runtime.docker.translate import (
+    LABEL_EXCEPTIONS,
+    LABEL_IMAGE_REQUESTED,
+    LABEL_IMAGE_TRUST,
+    LABEL_SOURCE,
+)
 from agentcell.spec.units import format_bytes
 
 __all__ = ["cpu_limit", "effective_settings"]
@@ -43,9 +49,9 @@ def effective_settings(attrs: Mapping[str, Any]) -> dict[str, str]:
     ]
     return {
         "container": str(attrs.get("Name", "?")).lstrip("/"),
-        "image": str(labels.get("org.agentcell.image-requested") or config.get("Image", "?")),
+        "image": str(labels.get(LABEL_IMAGE_REQUESTED) or config.get("Image", "?")),
         "runs image": str(config.get("Image", "?")),
-        "image trust": str(labels.get("org.agentcell.image-trust") or "not checked"),
+        "image trust": str(labels.get(LABEL_IMAGE_TRUST) or "not checked"),
         "image id": str(attrs.get("Image", "?")),
         "runtime": str(host.get("Runtime") or "runc"),
         "user": str(config.get("User") or "root (image default)"),
@@ -65,6 +71,6 @@ def effective_settings(attrs: Mapping[str, Any]) -> dict[str, str]:
         "restart": f"{restart.get('Name') or 'no'}"
         + (f":{restart.get('MaximumRetryCount')}" if restart.get("Name") == "on-failure" else ""),
         "healthcheck": " ".join(health.get("Test") or []) or "none",
-        "policy exceptions": labels.get("org.agentcell.exceptions") or "none",
-        "spec": str(labels.get("org.agentcell.source") or "not an agentcell cell"),
+        "policy exceptions": labels.get(LABEL_EXCEPTIONS) or "none",
+        "spec": str(labels.get(LABEL_SOURCE) or "not an agentcell cell"),
     }

@@ -24,9 +24,12 @@ from agentcell.spec.units import format_bytes
 __all__ = [
     "DOCKER_SOCKET",
     "LABEL_AGENT",
+    "LABEL_EXCEPTIONS",
     "LABEL_IMAGE_REQUESTED",
     "LABEL_IMAGE_TRUST",
     "LABEL_MANAGED",
+    "LABEL_RUNTIME",
+    "LABEL_SOURCE",
     "LABEL_SPEC",
     "LABEL_SPEC_HASH",
     "LABEL_TENANT",
