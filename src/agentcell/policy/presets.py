@@ -28,6 +28,7 @@ from agentcell.policy.admission import Finding, Severity
 from agentcell.policy.rules import CATALOGUE, Rule, requires_runtime
 from agentcell.policy.view import CellView, view_of_spec
 from agentcell.spec.load import SpecDocument
+from agentcell.spec.model import RuntimeName
 
 __all__ = ["PRESETS", "RulePolicy", "RuleVerdict", "TenantPolicy", "preset"]
 
@@ -39,7 +40,7 @@ PRESETS: tuple[PresetName, ...] = ("restricted", "monitoring-agent")
 class TenantPolicy:
     """What a tenant's isolation level demands of each of its cells."""
 
-    required_runtime: Literal["runc", "crun", "runsc"] | None = None
+    required_runtime: RuntimeName | None = None
     """Every cell must run under this OCI runtime (AC-035); None demands none."""
 
 
