@@ -8,7 +8,7 @@ nothing created. The CLI and any API route call :func:`up_files`; neither repeat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +19,8 @@ from agentcell.policy.presets import preset
 from agentcell.runtime.cells import UpResult
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.registry import EngineImages, pull_if_missing
-from agentcell.runtime.docker.translate import settings_for
+from agentcell.runtime.docker.translate import agentcell_labels, settings_for
+from agentcell.runtime.uids import cell_ids
 from agentcell.spec.load import load_paths
 from agentcell.trust.admission import PinnedImage, pin_all
 from agentcell.trust.config import TrustConfig, load_trust_config
@@ -102,23 +103,53 @@ def up_files(
             warn(f"image: {warning}")
         if image.source == "registry":
             pull_if_missing(backend.client, image.reference_by_digest)
-    identities = _identities(admitted)
-    return [
-        Launched(
-            result=backend.up(
-                spec,
-                image=image.reference_by_digest,
-                image_trust=image.trust,
-                extra_mounts=identity.mounts if identity else (),
-                extra_env=identity.env if identity else None,
-            ),
-            image=image,
+    _refuse_labelled_images(admitted, pinned, backend)
+    # The uids stay reserved (a host lock) until every cell of the batch exists.
+    with backend.uid_allocation(admitted) as uids:
+        identities = _identities(admitted, uids)
+        return [
+            Launched(
+                result=backend.up(
+                    spec,
+                    image=image.reference_by_digest,
+                    image_trust=image.trust,
+                    extra_mounts=identity.mounts if identity else (),
+                    extra_env=identity.env if identity else None,
+                    uid=uids.get(spec.doc.document.key),
+                ),
+                image=image,
+            )
+            for spec, image, identity in zip(admitted, pinned, identities, strict=True)
+        ]
+
+
+def _refuse_labelled_images(
+    admitted: Sequence[AdmittedSpec], pinned: Sequence[PinnedImage], backend: DockerBackend
+) -> None:
+    """Refuse the batch if an image carries agentcell's own labels (rule AC-039).
+
+    Raises:
+        AdmissionError: some image has ``org.agentcell.*`` labels; nothing was launched.
+    """
+    refusals = []
+    for spec, image in zip(admitted, pinned, strict=True):
+        keys = sorted(agentcell_labels(backend.image_labels(image.reference_by_digest)))
+        if keys:
+            where = spec.doc.where("spec", "image")
+            refusals.append(
+                f"{where}: error AC-039: image {spec.doc.document.spec.image} carries "
+                f"agentcell's own labels ({', '.join(keys)}); only agentcell sets them"
+            )
+    if refusals:
+        raise AdmissionError(
+            "\n".join(refusals) + "\nnothing was launched",
+            fix="rebuild the image without org.agentcell.* labels",
         )
-        for spec, image, identity in zip(admitted, pinned, identities, strict=True)
-    ]
 
 
-def _identities(admitted: Sequence[AdmittedSpec]) -> list[CellIdentity | None]:
+def _identities(
+    admitted: Sequence[AdmittedSpec], uids: Mapping[tuple[str, str], int]
+) -> list[CellIdentity | None]:
     """A join token and identity mounts for each spec with ``identity: true``; all of them
     before any cell is launched, so a control plane that is down launches nothing."""
     if not any(spec.doc.document.spec.identity for spec in admitted):
@@ -129,5 +160,12 @@ def _identities(admitted: Sequence[AdmittedSpec]) -> list[CellIdentity | None]:
 
     client = AdminClient(ClientSettings.from_environ())
     return [
-        prepare_cell(spec, client) if spec.doc.document.spec.identity else None for spec in admitted
+        prepare_cell(
+            spec,
+            client,
+            uid=cell_ids(spec.doc.document.spec.security, uids.get(spec.doc.document.key)),
+        )
+        if spec.doc.document.spec.identity
+        else None
+        for spec in admitted
     ]

@@ -160,6 +160,9 @@ def render(
 
     for spec in admit_files(files, policy, warn=_err):
         print(f"# {spec.doc.tenant}/{spec.doc.name} ({spec.doc.file}:{spec.doc.line})")
+        if spec.doc.document.spec.security.user is None:
+            print("# --user: `up` allocates the cell a host uid of its own; shown is the first")
+            print("# of agentcell's range, which another cell may already hold")
         print(settings_for(spec).docker_run_command())
 
 

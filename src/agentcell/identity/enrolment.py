@@ -46,8 +46,11 @@ class CellIdentity:
     identity_dir: Path
 
 
-def prepare_cell(admitted: AdmittedSpec, client: AdminClient) -> CellIdentity:
-    """Ask the control plane for a join token and lay out the cell's identity directory.
+def prepare_cell(
+    admitted: AdmittedSpec, client: AdminClient, *, uid: tuple[int, int]
+) -> CellIdentity:
+    """Ask the control plane for a join token and lay out the cell's identity directory,
+    owned by the cell's (uid, gid) alone.
 
     Raises:
         ControlPlaneUnavailable: the control plane does not answer.
@@ -63,14 +66,13 @@ def prepare_cell(admitted: AdmittedSpec, client: AdminClient) -> CellIdentity:
             "without --no-agent-socket",
         )
     token = client.join_token(tenant, name)
-    security = admitted.doc.document.spec.security
     identity_dir = paths.cell_identity_dir(tenant, name)
     _write_identity_dir(
         identity_dir,
         token=token.token,
         ca_pem=paths.ca_bundle.read_bytes(),
-        uid=security.user,
-        gid=security.group,
+        uid=uid[0],
+        gid=uid[1],
     )
     return CellIdentity(
         mounts=(

@@ -20,6 +20,7 @@ from agentcell.policy.view import CellView, view_of_spec
 from agentcell.spec.load import SpecDocument
 
 __all__ = [
+    "UNEXCEPTABLE_RULES",
     "AdmittedSpec",
     "AllOf",
     "AnyOf",
@@ -33,6 +34,8 @@ __all__ = [
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_RANK: dict[Severity, int] = {"info": 0, "warning": 1, "error": 2}
+UNEXCEPTABLE_RULES = frozenset({"AC-000", "AC-040"})
+"""Rules no written reason can except (see :func:`except_findings`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,13 +161,15 @@ class AdmittedSpec:
 def except_findings(findings: Sequence[Finding], reasons: Mapping[str, str]) -> list[Finding]:
     """Mark findings whose rule has a written exception (rule id -> reason) with the reason.
 
-    AC-000 (a policy that combines nothing) cannot be excepted: it is a configuration error.
+    Rules in :data:`UNEXCEPTABLE_RULES` cannot be excepted: AC-000 (a policy that combines
+    nothing) is a configuration error, and AC-040 (agentcell's own state mounted into a cell)
+    would hand the cell every tenant's identity whatever the reason.
     """
     if not reasons:
         return list(findings)
     return [
         replace(finding, excepted=reasons[finding.rule])
-        if finding.rule in reasons and finding.rule != "AC-000"
+        if finding.rule in reasons and finding.rule not in UNEXCEPTABLE_RULES
         else finding
         for finding in findings
     ]

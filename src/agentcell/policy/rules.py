@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agentcell.policy.admission import SEVERITY_RANK, Finding, Severity
-from agentcell.policy.view import CellView, FieldPath, HostMountFact
+from agentcell.policy.view import CellView, FieldPath, HostMountFact, agentcell_state_dirs
 from agentcell.spec.units import format_bytes
 
 __all__ = [
@@ -183,7 +183,7 @@ def _root(view: CellView) -> list[Violation]:
     if view.user == 0:
         shown = view.user_text or "the image default, root"
         return [Violation(message=f"runs as root (user {shown})", fact="user")]
-    if view.user is None:
+    if view.user is None and not view.user_allocated:
         return [
             Violation(
                 message=f"runs as user {view.user_text!r}, a name whose uid cannot be checked "
@@ -553,6 +553,57 @@ def requires_runtime(required: str | None) -> Check:
     return check
 
 
+def _pinned_uid(view: CellView) -> list[Violation]:
+    if view.user_allocated or view.user in (None, 0):
+        return []  # root is AC-003's finding
+    return [
+        Violation(
+            message=f"pins host uid {view.user_text}: every cell with that uid can read this "
+            "one's processes, files and memory through a host /proc, and shares its per-uid "
+            "kernel limits; a cell of another tenant holding it refuses the launch",
+            fact="user",
+            fix="omit security.user so agentcell gives the cell a host uid of its own",
+        )
+    ]
+
+
+def _image_agentcell_labels(view: CellView) -> list[Violation]:
+    if not view.image_agentcell_labels:
+        return []
+    return [
+        Violation(
+            message=f"image {view.image} carries agentcell's own labels "
+            f"({', '.join(view.image_agentcell_labels)}): it claims to be a cell, with "
+            "exceptions no spec granted; the container is judged as not agentcell's",
+            fact="image_agentcell_labels",
+            fix="rebuild the image without org.agentcell.* labels",
+        )
+    ]
+
+
+def _agentcell_state_mounts(view: CellView) -> list[Violation]:
+    state_dirs = agentcell_state_dirs()
+    found = []
+    for mount in view.host_mounts:
+        if _own(mount):
+            continue
+        directory = mount.agentcell_state(state_dirs)
+        if directory is None:
+            continue
+        inside = "" if directory == mount.host_path else f" (agentcell's {directory})"
+        found.append(
+            Violation(
+                message=f"host path {mount.host_path}{inside} is mounted at {mount.target}: it "
+                "holds agentcell's keys, join tokens, database or sockets, and other cells' "
+                "identities",
+                fact="host_mounts",
+                item=mount.field,
+                fix="remove the mount; a cell gets its own identity with identity: true",
+            )
+        )
+    return found
+
+
 def _known_exceptions(view: CellView) -> list[Violation]:
     return [
         Violation(
@@ -573,6 +624,31 @@ def _nothing(view: CellView) -> list[Violation]:
 def _never(view: CellView) -> bool:
     return False
 
+
+# gVisor under the ptrace platform, measured on a 2-CPU Debian 12 host with runsc 20221219
+# (bench/verify.py --gvisor-pids): the sandbox's sentry and gofer threads count against the
+# container's pids limit, ~39 idle and ~60 after the first exec; every process in the cell adds
+# ~9 more (its ptrace stub and the sentry threads serving it). More CPUs mean more sentry threads.
+GVISOR_SANDBOX_PIDS = 64
+GVISOR_PIDS_PER_PROCESS = 9
+GVISOR_MIN_CELL_PROCESSES = 16
+GVISOR_MIN_PIDS = GVISOR_SANDBOX_PIDS + GVISOR_MIN_CELL_PROCESSES * GVISOR_PIDS_PER_PROCESS
+
+
+def _gvisor_pids(view: CellView) -> list[Violation]:
+    limit = view.pids_limit
+    if view.runtime != "runsc" or limit is None or limit >= GVISOR_MIN_PIDS:
+        return []
+    room = max(0, (limit - GVISOR_SANDBOX_PIDS) // GVISOR_PIDS_PER_PROCESS)
+    return [
+        Violation(
+            message=f"pids: {limit} under runsc leaves ~{room} for the cell's own processes; "
+            f"gVisor's own threads take ~{GVISOR_SANDBOX_PIDS} and each process ~"
+            f"{GVISOR_PIDS_PER_PROCESS} more",
+            fact="pids_limit",
+            fix=f"set pids >= {GVISOR_MIN_PIDS} (room for {GVISOR_MIN_CELL_PROCESSES} processes)",
+        )
+    ]
 
 # -- the catalogue -----------------------------------------------------------------------------
 
@@ -1005,6 +1081,56 @@ CATALOGUE: tuple[Rule, ...] = (
         security_severity=0.0,
         check=_known_exceptions,
         applies=lambda view: bool(view.exceptions),
+    ),
+    Rule(
+        id="AC-037",
+        severity="error",
+        title="pids limit too low for gVisor",
+        rationale="Under runsc the host's pids limit also counts gVisor's own sentry and gofer "
+        "threads and a stub per cell process; a limit sized for runc leaves room for a handful "
+        "of processes, and reaching it ends the whole sandbox, which then fails to restart.",
+        remediation=f"Set resources.pids to {GVISOR_MIN_PIDS} or more for runsc cells.",
+        security_severity=3.0,
+        check=_gvisor_pids,
+        applies=lambda view: view.runtime == "runsc",
+    ),
+    Rule(
+        id="AC-038",
+        severity="warning",
+        title="Host uid pinned by the spec",
+        rationale="Without user namespaces a cell's uid is a host uid. Cells that share one "
+        "can open each other's /proc/<pid>/root, environ, mem and fd through a host /proc "
+        "mount, signal each other in a host PID namespace, and exhaust each other's per-uid "
+        "limits (inotify instances, processes).",
+        remediation="Omit security.user and security.group; agentcell allocates each cell a "
+        "host uid of its own.",
+        security_severity=5.0,
+        check=_pinned_uid,
+        applies=lambda view: view.kind == "spec",
+    ),
+    Rule(
+        id="AC-039",
+        severity="error",
+        title="Image carries agentcell labels",
+        rationale="The engine copies an image's labels into its containers. An image labelled "
+        "org.agentcell.managed or org.agentcell.exceptions would make any container from it "
+        "look like an admitted cell with exceptions that no spec granted.",
+        remediation="Rebuild the image without org.agentcell.* labels; only agentcell sets "
+        "them, when it creates a cell.",
+        security_severity=7.0,
+        check=_image_agentcell_labels,
+    ),
+    Rule(
+        id="AC-040",
+        severity="error",
+        title="agentcell's own state mounted",
+        rationale="agentcell's state, run and identity directories hold the CA key, the admin "
+        "token, every cell's join token and the control plane's sockets. A cell that can read "
+        "them can enrol as any agent of any tenant. This rule cannot be excepted.",
+        remediation="Remove the mount. A cell that needs an identity asks for identity: true "
+        "and gets its own directory, read-only.",
+        security_severity=9.5,
+        check=_agentcell_state_mounts,
     ),
 )
 

@@ -13,6 +13,7 @@ ports, devices, exceptions) carry their own path, so a finding points at the one
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ __all__ = [
     "HostMountFact",
     "PortFact",
     "TmpfsFact",
+    "agentcell_state_dirs",
     "dotted",
     "normalize_host_path",
     "view_of_spec",
@@ -84,6 +86,22 @@ SENSITIVE_HOST_PATHS = (
     "/var/lib/kubelet",
     "/var/run",
 )
+
+
+def agentcell_state_dirs(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Host directories holding agentcell's own state: keys, tokens, the database, sockets.
+
+    ``AGENTCELL_HOME`` (tests and non-root users put everything there), the system state and
+    run directories, ``/etc/agentcell`` (trust config, keys), and ``AGENTCELL_TRUST_CONFIG``'s
+    directory. Read when a rule runs, so a policy judges against the host it runs on.
+    """
+    env = os.environ if environ is None else environ
+    dirs = ["/var/lib/agentcell", "/run/agentcell", "/var/run/agentcell", "/etc/agentcell"]
+    if env.get("AGENTCELL_HOME"):
+        dirs.append(env["AGENTCELL_HOME"])
+    if env.get("AGENTCELL_TRUST_CONFIG"):
+        dirs.append(posixpath.dirname(env["AGENTCELL_TRUST_CONFIG"]) or "/")
+    return tuple(dict.fromkeys(normalize_host_path(d) for d in dirs))
 
 
 def normalize_host_path(path: str) -> str:
@@ -140,6 +158,14 @@ class HostMountFact:
     def is_socket(self) -> bool:
         """The mount is an engine socket itself, not a directory that holds one."""
         return self.host_path in ENGINE_SOCKETS
+
+    def agentcell_state(self, state_dirs: tuple[str, ...]) -> str | None:
+        """The agentcell state directory this mount is, lies in, or contains; None if none."""
+        source = self.host_path
+        for directory in state_dirs:
+            if _is_within(source, directory) or _is_within(directory, source):
+                return directory
+        return None
 
     @cached_property
     def sensitive(self) -> str | None:
@@ -210,6 +236,8 @@ class CellView:
     """The uid the process starts as; None when only a user name is known."""
     user_text: str
     """The user as written, for messages (``1001:1001``, ``nobody``, empty for the default)."""
+    user_allocated: bool
+    """agentcell allocates the cell a host uid of its own (the spec pins none)."""
     privileged: bool
     cap_add: tuple[str, ...]
     """Capabilities added, upper case without ``CAP_`` (``ALL`` when all were added)."""
@@ -251,6 +279,8 @@ class CellView:
     """Attached to the engine's default bridge (``docker0``), shared by every such container."""
     ports: tuple[PortFact, ...]
     exceptions: tuple[ExceptionFact, ...]
+    image_agentcell_labels: tuple[str, ...]
+    """``org.agentcell.*`` label keys the image itself carries (only agentcell may set them)."""
     origin: Callable[[FieldPath], Location] = field(repr=False, compare=False)
     """Turns a field path of the source (spec or inspect document) into a location."""
     paths: Mapping[str, FieldPath] = field(repr=False, compare=False)
@@ -280,6 +310,7 @@ SPEC_PATHS: Mapping[str, FieldPath] = {
     "image": ("spec", "image"),
     "user": ("spec", "security", "user"),
     "user_text": ("spec", "security", "user"),
+    "user_allocated": ("spec", "security", "user"),
     "privileged": ("spec", "security"),
     "cap_add": ("spec", "security", "capabilities"),
     "cap_drop_all": ("spec", "security", "capabilities"),
@@ -308,6 +339,7 @@ SPEC_PATHS: Mapping[str, FieldPath] = {
     "default_bridge": ("spec", "network"),
     "ports": ("spec",),
     "exceptions": ("spec", "exceptions"),
+    "image_agentcell_labels": ("spec", "image"),
 }
 
 _NANO = 1_000_000_000
@@ -386,7 +418,10 @@ def view_of_spec(doc: SpecDocument) -> CellView:
         tenant=document.metadata.tenant,
         image=spec.image,
         user=security.user,
-        user_text=f"{security.user}:{security.group}",
+        user_text="allocated by agentcell"
+        if security.user is None
+        else f"{security.user}:{security.user if security.group is None else security.group}",
+        user_allocated=security.user is None,
         privileged=False,
         cap_add=security.capabilities,
         cap_drop_all=True,
@@ -427,6 +462,8 @@ def view_of_spec(doc: SpecDocument) -> CellView:
             )
             for i, exception in enumerate(spec.exceptions)
         ),
+        # The image is read only at launch, which refuses agentcell labels in it.
+        image_agentcell_labels=(),
         origin=_spec_origin(doc),
         paths=SPEC_PATHS,
     )

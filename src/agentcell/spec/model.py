@@ -202,8 +202,16 @@ class Resources(_Model):
 class Security(_Model):
     """Least privilege: who the process runs as and what the kernel lets it do."""
 
-    user: int = Field(default=1001, ge=0, le=2**31 - 1, description="uid; 0 is root.")
-    group: int = Field(default=1001, ge=0, le=2**31 - 1, description="gid; 0 is root.")
+    user: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description="Host uid; 0 is root. Omit it: agentcell gives each cell a uid of its own "
+        "(a pinned uid is a policy finding, and refused when another tenant's cell has it).",
+    )
+    group: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="Host gid; omitted: the same as the uid."
+    )
     capabilities: tuple[str, ...] = Field(
         default=(),
         description="Capabilities to add back after dropping ALL, e.g. NET_BIND_SERVICE.",

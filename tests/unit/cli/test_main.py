@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from agentcell.cli.main import app
+from agentcell.runtime.uids import UNALLOCATED
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 runner = CliRunner()
@@ -28,7 +29,10 @@ def test_render_prints_the_equivalent_docker_run() -> None:
     result = runner.invoke(app, ["render", "-f", str(EXAMPLES / "sandbox.yaml")])
     assert result.exit_code == 0, result.output
     command = result.stdout.splitlines()[-1]
-    assert command.startswith("docker run -d --name agentcell-demo-sandbox --user 1001:1001")
+    assert command.startswith(
+        f"docker run -d --name agentcell_demo_sandbox --user {UNALLOCATED}:{UNALLOCATED}"
+    )
+    assert "allocates the cell a host uid of its own" in result.stdout
     for flag in ("--cap-drop ALL", "--read-only", "--network none", "--pids-limit 128"):
         assert flag in command
     assert "org.agentcell.spec=" not in command

@@ -154,6 +154,29 @@ def test_empty_combination_fails_closed(
         admit(spec_doc(), combinator(()))
 
 
+@pytest.mark.parametrize("preset_name", PRESETS)
+@pytest.mark.parametrize(
+    "source", ["/run/agentcell", "/run/agentcell/identity/other/agent", "/var/lib/agentcell", "/"]
+)
+def test_agentcell_state_mount_cannot_be_excepted(
+    source: str, preset_name: str, spec_doc: Callable[..., SpecDocument]
+) -> None:
+    doc = spec_doc(
+        {
+            "spec": {
+                "host": {"mounts": [{"source": source, "target": "/host/run"}]},
+                "exceptions": [
+                    {"rule": "AC-040", "reason": "reads other cells' tokens for metrics"},
+                    {"rule": "AC-025", "reason": "reads host state for metrics"},
+                    {"rule": "AC-027", "reason": "reads host state for metrics"},
+                ],
+            }
+        }
+    )
+    with pytest.raises(AdmissionError, match="AC-040"):
+        admit(doc, preset(preset_name))
+
+
 def test_empty_combination_cannot_be_excepted(spec_doc: Callable[..., SpecDocument]) -> None:
     doc = spec_doc({"spec": {"exceptions": [{"rule": "AC-000", "reason": "trying to sneak in"}]}})
     with pytest.raises(AdmissionError, match="AC-000"):

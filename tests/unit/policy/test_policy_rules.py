@@ -189,6 +189,15 @@ CASES = [
     Case("AC-036", "spec", {"spec": {"exceptions": [{"rule": "AC-999",
          "reason": "a typo for a real rule id"}]}}, {"spec": {"exceptions": [{"rule": "AC-009",
          "reason": "profile ships in a later release"}]}}, "warning", "spec.exceptions[0]"),
+    Case("AC-038", "spec", sec(user=1001, group=1001), {}, "warning", "spec.security.user"),
+    Case("AC-040", "spec", mounts({"source": "/var/lib/agentcell/controlplane",
+         "target": "/state"}), mounts({"source": "/var/lib/agentcellar", "target": "/state"}),
+         "error", "spec.host.mounts[0]"),
+    Case("AC-040", "spec", mounts({"source": "/var/lib", "target": "/state"}),
+         mounts({"source": "/var/lib/app", "target": "/state"}), "error",
+         "spec.host.mounts[0]"),
+    Case("AC-040", "container", bind("/run/agentcell/identity/b/rep", rw=False),
+         bind("/run/agentcellx", rw=False), "error", "Mounts[0]"),
 ]  # fmt: skip
 
 
@@ -226,7 +235,8 @@ def test_rule_passes(
 
 
 def test_every_rule_has_a_case_or_a_dedicated_test() -> None:
-    dedicated = {"AC-000", "AC-035"}  # combinators and tenant requirements, tested below
+    # combinators, tenant requirements and image labels, tested below
+    dedicated = {"AC-000", "AC-035", "AC-037", "AC-039"}
     assert {case.rule for case in CASES} | dedicated == RULE_IDS
 
 
@@ -362,3 +372,28 @@ def test_provided_targets_are_where_identity_mounts() -> None:
     from agentcell.identity.enrolment import CELL_IDENTITY_DIR, CELL_SOCKET_DIR
 
     assert {CELL_IDENTITY_DIR, CELL_SOCKET_DIR} == set(PROVIDED_TARGETS)
+
+
+def test_image_with_agentcell_labels_trips_ac_039_and_is_no_cell() -> None:
+    from agentcell.runtime.docker.facts import view_of_container
+    from tests.unit.policy.conftest import SECURE_INSPECT, merged
+
+    forged = {"org.agentcell.managed": "true", "org.agentcell.exceptions": "AC-003,AC-009"}
+    document = merged(SECURE_INSPECT, {"Config": {"Labels": forged}})
+    observed = view_of_container(document, image_labels=forged)
+    assert not observed.managed
+    assert observed.view.tenant is None and observed.view.exceptions == ()
+    (finding,) = [f for f in RESTRICTED.judge(observed.view) if f.rule == "AC-039"]
+    assert finding.severity == "error"
+    assert "org.agentcell.exceptions" in finding.message
+    genuine = view_of_container(document, image_labels={"maintainer": "x"})
+    assert genuine.managed
+    assert [f for f in RESTRICTED.judge(genuine.view) if f.rule == "AC-039"] == []
+
+
+def test_agentcell_state_under_agentcell_home_trips_ac_040(
+    spec_view: Callable[..., CellView], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("AGENTCELL_HOME", str(tmp_path))
+    view = spec_view(mounts({"source": f"{tmp_path}/run/identity", "target": "/x"}))
+    assert [f.rule for f in RESTRICTED.judge(view) if f.rule == "AC-040"] == ["AC-040"]

@@ -7,6 +7,8 @@ import shlex
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentcell.errors import SpecError
 from agentcell.policy import AdmittedSpec, admit
@@ -14,8 +16,11 @@ from agentcell.runtime.docker.translate import (
     LABEL_SPEC,
     LABEL_SPEC_HASH,
     BindMount,
+    container_name,
+    network_name,
     settings_for,
 )
+from agentcell.runtime.uids import UNALLOCATED
 from agentcell.spec.load import load_paths, load_text
 from agentcell.spec.model import AgentDocument
 from tests.policies import AdmitAll
@@ -43,13 +48,15 @@ def test_admitted_spec_cannot_be_forged() -> None:
 
 def test_minimal_spec_becomes_a_locked_down_container() -> None:
     kwargs = settings_for(admitted()).sdk_kwargs()
-    assert kwargs["name"] == "agentcell-acme-tiny"
-    assert kwargs["user"] == "1001:1001"
+    assert kwargs["name"] == "agentcell_acme_tiny"
+    assert kwargs["user"] == f"{UNALLOCATED}:{UNALLOCATED}"
     assert kwargs["cap_drop"] == ["ALL"]
     assert "cap_add" not in kwargs
     assert "no-new-privileges:true" in kwargs["security_opt"]
     assert kwargs["read_only"] is True
-    assert kwargs["tmpfs"] == {"/tmp": "size=67108864,mode=1777,noexec,nosuid,nodev"}
+    assert kwargs["tmpfs"] == {
+        "/tmp": f"size=67108864,mode=1777,uid={UNALLOCATED},gid={UNALLOCATED},noexec,nosuid,nodev"
+    }
     assert kwargs["nano_cpus"] == 500_000_000
     assert kwargs["mem_limit"] == kwargs["memswap_limit"] == 256 * 2**20
     assert kwargs["pids_limit"] == 128
@@ -140,7 +147,7 @@ def test_host_access_is_rendered_read_only() -> None:
 
 def test_named_network_maps_to_a_tenant_network() -> None:
     settings = settings_for(admitted(MINIMAL + "  network: backend\n"))
-    assert settings.network_mode == settings.internal_network == "agentcell-acme-backend"
+    assert settings.network_mode == settings.internal_network == "agentcell_acme_backend"
 
 
 def test_custom_seccomp_profile_is_inlined(tmp_path: Path) -> None:
@@ -163,3 +170,37 @@ def test_unreadable_seccomp_profile_names_the_spec_line(tmp_path: Path) -> None:
         settings_for(admit(doc, AdmitAll()))
     assert caught.value.where is not None
     assert (caught.value.where.line, caught.value.where.field) == (7, "spec.security.seccomp")
+
+
+def test_allocated_uid_is_the_cells_user_and_owns_its_tmpfs() -> None:
+    settings = settings_for(admitted(), uid=1_000_000_042)
+    assert settings.user == "1000000042:1000000042"
+    assert settings.labels["org.agentcell.uid"] == "1000000042"
+    assert "uid=1000000042,gid=1000000042" in settings.tmpfs["/tmp"]
+
+
+def test_pinned_uid_wins_over_an_allocation() -> None:
+    pinned = admitted(MINIMAL + "  security: {user: 2000, group: 3000}\n")
+    assert settings_for(pinned, uid=1_000_000_042).user == "2000:3000"
+
+
+@given(
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True),
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", fullmatch=True),
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True),
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", fullmatch=True),
+)
+def test_cell_and_network_names_are_injective(t1: str, n1: str, t2: str, n2: str) -> None:
+    if (t1, n1) != (t2, n2):
+        assert container_name(t1, n1) != container_name(t2, n2)
+        assert network_name(t1, n1) != network_name(t2, n2)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [(("ux", "a-x"), ("ux-a", "x")), (("a", "b-c"), ("a-b", "c"))]
+)
+def test_names_that_collided_under_the_dash_scheme_are_apart(
+    first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    assert container_name(*first) != container_name(*second)
+    assert network_name(*first) != network_name(*second)

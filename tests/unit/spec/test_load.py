@@ -36,7 +36,7 @@ def only_problem(text: str, file: str = "agent.yaml") -> SpecError:
 def test_minimal_spec_gets_every_secure_default() -> None:
     (doc,) = load_text(MINIMAL)
     spec = doc.document.spec
-    assert (spec.security.user, spec.security.group) == (1001, 1001)
+    assert (spec.security.user, spec.security.group) == (None, None)  # allocated at launch
     assert spec.security.capabilities == ()
     assert spec.security.no_new_privileges is True
     assert spec.security.read_only_rootfs is True

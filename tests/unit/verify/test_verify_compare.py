@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 import pytest
 
+from agentcell.runtime.uids import with_cell_ids
 from agentcell.spec.load import load_paths
 from agentcell.spec.model import AgentDocument
 from agentcell.verify.compare import Check, VerifyReport, mismatch_ids, verify
@@ -25,7 +26,8 @@ RUNSC_ARGS = ("--platform=ptrace", "--network=none")
 
 def example(name: str, **security: object) -> AgentDocument:
     (doc,) = load_paths([REPO / "examples" / f"{name}.yaml"])
-    document = doc.document
+    # The recorded trees are of cells that ran as uid 1001, as if allocated that uid.
+    document = with_cell_ids(doc.document, "1001")
     if security:
         spec = document.spec
         spec = spec.model_copy(update={"security": spec.security.model_copy(update=security)})

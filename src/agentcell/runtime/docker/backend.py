@@ -14,8 +14,9 @@ from typing import Any
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.models.networks import Network
 
-from agentcell.errors import BackendError, CellConflict, CellNotFound, ImageError
+from agentcell.errors import BackendError, CellConflict, CellNotFound, ImageError, Location
 from agentcell.policy.admission import AdmittedSpec
 from agentcell.runtime.cells import Cell, UpResult
 from agentcell.runtime.docker.client import DEFAULT_API_VERSION, connect, translated
@@ -30,11 +31,16 @@ from agentcell.runtime.docker.translate import (
     LABEL_SOURCE,
     LABEL_SPEC_HASH,
     LABEL_TENANT,
+    LABEL_UID,
     BindMount,
     ContainerSettings,
+    agentcell_labels,
     container_name,
+    is_agentcell_network,
     settings_for,
+    trusted_labels,
 )
+from agentcell.runtime.uids import allocation_lock, choose_uid, host_process_uids, uid_range
 
 __all__ = ["DockerBackend"]
 
@@ -47,6 +53,7 @@ class DockerBackend:
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self._facts: HostFacts | None = None
+        self._image_labels: dict[str, Mapping[str, str]] = {}
 
     @classmethod
     def connect(cls, environ: Mapping[str, str] | None = None) -> DockerBackend:
@@ -82,12 +89,16 @@ class DockerBackend:
         extra_mounts: Sequence[BindMount] = (),
         extra_env: Mapping[str, str] | None = None,
         image_trust: str | None = None,
+        uid: int | None = None,
     ) -> UpResult:
         """Make the cell match the admitted spec: create it, leave it, start it or replace it.
 
         The keyword arguments are passed to
-        :func:`~agentcell.runtime.docker.translate.settings_for`. A cell is unchanged only when
-        both its spec hash and the image it runs (e.g. a pinned digest) are the same.
+        :func:`~agentcell.runtime.docker.translate.settings_for`; without ``uid`` a cell whose
+        spec pins none is allocated one here (:meth:`uid_allocation`). A cell is unchanged only
+        when its spec hash, its uid and the image it runs (e.g. a pinned digest) are the same.
+        A container found by the cell's name that belongs to another tenant or agent is never
+        touched, and neither is one agentcell did not make.
 
         Raises:
             HostError: the host cannot honour the spec (runtime absent, no network under runsc).
@@ -95,35 +106,121 @@ class DockerBackend:
             ImageError: the image is not on this host.
             BackendError: the engine refused to create or start the cell.
         """
+        if uid is None and admitted.doc.document.spec.security.user is None:
+            with self.uid_allocation([admitted]) as uids:
+                return self._up(admitted, image, extra_mounts, extra_env, image_trust, uids)
+        key = admitted.doc.document.key
+        return self._up(
+            admitted, image, extra_mounts, extra_env, image_trust, {key: uid} if uid else {}
+        )
+
+    def _up(
+        self,
+        admitted: AdmittedSpec,
+        image: str | None,
+        extra_mounts: Sequence[BindMount],
+        extra_env: Mapping[str, str] | None,
+        image_trust: str | None,
+        uids: Mapping[tuple[str, str], int],
+    ) -> UpResult:
+        tenant, name = admitted.doc.document.key
         settings = settings_for(
             admitted,
             image=image,
             extra_mounts=extra_mounts,
             extra_env=extra_env,
             image_trust=image_trust,
+            uid=uids.get((tenant, name)),
         )
         self.check_host(settings)
-        existing = self._get(settings.name)
-        if existing is not None:
-            labels = existing.labels
-            if labels.get(LABEL_MANAGED) != "true":
+        where = admitted.doc.where("metadata", "name")
+        existing = self._owned(settings.name, tenant, name, where=where)
+        if existing is None:
+            legacy = self._legacy(tenant, name)
+            if legacy is not None:
+                # A cell of this agent under the old naming scheme: replace it under the new name.
+                self._require_image(settings.image)
+                self._remove(legacy)
+                return UpResult(cell=self._create(settings), action="replaced")
+            return UpResult(cell=self._create(settings), action="created")
+        labels = existing.labels
+        same_image = (existing.attrs.get("Config") or {}).get("Image") == settings.image
+        same_uid = labels.get(LABEL_UID) == settings.labels[LABEL_UID]
+        if (
+            same_image
+            and same_uid
+            and labels.get(LABEL_SPEC_HASH) == settings.labels[LABEL_SPEC_HASH]
+        ):
+            if existing.status == "running":
+                return UpResult(cell=self._cell(existing), action="unchanged")
+            with translated("start", subject=settings.name):
+                existing.start()
+                existing.reload()
+            return UpResult(cell=self._cell(existing), action="started")
+        self._require_image(settings.image)
+        self._remove(existing)
+        return UpResult(cell=self._create(settings), action="replaced")
+
+    @contextlib.contextmanager
+    def uid_allocation(self, specs: Sequence[AdmittedSpec]) -> Iterator[dict[tuple[str, str], int]]:
+        """Host uids for the specs that pin none, held for the block.
+
+        A cell keeps the uid it already has; every other one gets the lowest uid of the range
+        that no cell (running or not) and no host process has. The host-wide lock is held
+        until the block ends, so create the containers inside it.
+
+        Raises:
+            CellConflict: a spec pins a uid that a cell of another tenant runs as.
+            HostError: the range is exhausted, or the lock cannot be taken.
+        """
+        pool = uid_range()
+        with allocation_lock():
+            cells = self._cell_summaries()
+            taken = host_process_uids()
+            held: dict[tuple[str, str], int] = {}
+            for labels in cells:
+                uid_text = labels.get(LABEL_UID, "")
+                if uid_text.isdigit():
+                    taken.add(int(uid_text))
+                    key = (labels.get(LABEL_TENANT, ""), labels.get(LABEL_AGENT, ""))
+                    held.setdefault(key, int(uid_text))
+            chosen: dict[tuple[str, str], int] = {}
+            for spec in specs:
+                key = spec.doc.document.key
+                pinned = spec.doc.document.spec.security.user
+                if pinned is not None:
+                    self._refuse_shared_uid(spec, pinned, cells)
+                    continue
+                mine = held.get(key)
+                if mine is not None and mine in pool and mine not in chosen.values():
+                    chosen[key] = mine
+                    continue
+                chosen[key] = choose_uid(taken | set(chosen.values()), pool=pool)
+            yield chosen
+
+    @staticmethod
+    def _refuse_shared_uid(
+        spec: AdmittedSpec, uid: int, cells: Sequence[Mapping[str, str]]
+    ) -> None:
+        tenant, name = spec.doc.document.key
+        for labels in cells:
+            other = labels.get(LABEL_TENANT, "")
+            if labels.get(LABEL_UID) == str(uid) and other != tenant:
                 raise CellConflict(
-                    f"a container named {settings.name} exists and agentcell did not create it",
-                    where=admitted.doc.where("metadata", "name"),
-                    fix=f"rename or remove it (docker rm -f {settings.name}), or rename the agent",
+                    f"{tenant}/{name} pins uid {uid}, which cell "
+                    f"{other}/{labels.get(LABEL_AGENT, '?')} of tenant {other} runs as: cells "
+                    "sharing a uid reach each other's processes and files",
+                    where=spec.doc.where("spec", "security", "user"),
+                    fix="omit security.user so agentcell allocates a uid of the cell's own",
                 )
-            same_image = (existing.attrs.get("Config") or {}).get("Image") == settings.image
-            if same_image and labels.get(LABEL_SPEC_HASH) == settings.labels[LABEL_SPEC_HASH]:
-                if existing.status == "running":
-                    return UpResult(cell=self._cell(existing), action="unchanged")
-                with translated("start", subject=settings.name):
-                    existing.start()
-                    existing.reload()
-                return UpResult(cell=self._cell(existing), action="started")
-            self._require_image(settings.image)
-            self._remove(existing)
-            return UpResult(cell=self._create(settings), action="replaced")
-        return UpResult(cell=self._create(settings), action="created")
+
+    def _cell_summaries(self) -> list[dict[str, str]]:
+        """The agentcell labels of every cell on the engine (from the cheap list call)."""
+        with translated("list cells"):
+            summaries = self.client.api.containers(
+                all=True, filters={"label": f"{LABEL_MANAGED}=true"}
+            )
+        return [agentcell_labels(summary.get("Labels") or {}) for summary in summaries]
 
     def check_host(self, settings: ContainerSettings) -> None:
         """Refuse settings this host cannot honour, before anything is created.
@@ -159,19 +256,36 @@ class DockerBackend:
     def _ensure_network(self, settings: ContainerSettings) -> None:
         name = settings.internal_network
         assert name is not None
-        with translated("look up network", subject=name):
-            if self.client.networks.list(names=[name]):
-                return
+        tenant = settings.labels[LABEL_TENANT]
+        network = self._network(name)
+        if network is not None:
+            labels = network.attrs.get("Labels") or {}
+            owner = labels.get(LABEL_TENANT)
+            if labels.get(LABEL_MANAGED) != "true" or owner != tenant:
+                raise CellConflict(
+                    f"network {name} belongs to "
+                    + (f"tenant {owner}" if owner else "something agentcell did not create")
+                    + f", not tenant {tenant}; cell {settings.name} will not join it",
+                    fix=f"remove or rename that network (docker network rm {name})",
+                )
+            return
+        with translated("create network", subject=name):
             # Internal: no gateway out of the host; tenant cells reach only each other.
             self.client.networks.create(
                 name,
                 driver="bridge",
                 internal=True,
-                labels={
-                    LABEL_MANAGED: "true",
-                    LABEL_TENANT: settings.labels[LABEL_TENANT],
-                },
+                labels={LABEL_MANAGED: "true", LABEL_TENANT: tenant},
             )
+
+    def _network(self, name: str) -> Network | None:
+        """The network called exactly ``name``: the engine's name filter matches substrings."""
+        with translated("look up network", subject=name):
+            for network in self.client.networks.list(names=[name]):
+                if network.name == name:
+                    network.reload()
+                    return network
+        return None
 
     def _require_image(self, reference: str) -> None:
         try:
@@ -190,19 +304,87 @@ class DockerBackend:
         """Stop and remove the cell; False when there was none.
 
         Raises:
-            CellConflict: the container by that name is not agentcell's.
+            CellConflict: the container by that name is not agentcell's, or belongs to another
+                tenant or agent.
         """
-        container = self._get(container_name(tenant, name))
+        container = self._owned(container_name(tenant, name), tenant, name)
+        if container is None:
+            container = self._legacy(tenant, name)
         if container is None:
             return False
-        if container.labels.get(LABEL_MANAGED) != "true":
-            raise CellConflict(
-                f"container {container.name} was not created by agentcell; not removing it"
-            )
         network = container.attrs["HostConfig"].get("NetworkMode", "")
         self._remove(container)
         self._prune_network(network)
         return True
+
+    def _owned(
+        self, container: str, tenant: str, name: str, *, where: Location | None = None
+    ) -> Container | None:
+        """The container called ``container`` if it is the cell (tenant, name); None if there
+        is none.
+
+        Raises:
+            CellConflict: it exists and agentcell did not make it, or it is another cell's.
+        """
+        found = self._get(container)
+        if found is None:
+            return None
+        labels = self._trusted(found)
+        if labels is None:
+            raise CellConflict(
+                f"a container named {container} exists and agentcell did not create it",
+                where=where,
+                fix=f"rename or remove it (docker rm -f {container}), or rename the agent",
+            )
+        owner = (labels.get(LABEL_TENANT), labels.get(LABEL_AGENT))
+        if owner != (tenant, name):
+            raise CellConflict(
+                f"container {container} is cell {owner[0]}/{owner[1]} of tenant {owner[0]}, "
+                f"not {tenant}/{name}; agentcell will not touch it",
+                where=where,
+                fix="rename the agent; names must be unique per tenant",
+            )
+        return found
+
+    def _legacy(self, tenant: str, name: str) -> Container | None:
+        """The cell (tenant, name) under another name (the old ``agentcell-<t>-<n>`` scheme)."""
+        with translated("list cells"):
+            matches = self.client.containers.list(
+                all=True,
+                filters={
+                    "label": [
+                        f"{LABEL_MANAGED}=true",
+                        f"{LABEL_TENANT}={tenant}",
+                        f"{LABEL_AGENT}={name}",
+                    ]
+                },
+            )
+        for container in matches:
+            if container.name != container_name(tenant, name) and self._trusted(container):
+                return container
+        return None
+
+    def image_labels(self, reference: str) -> Mapping[str, str]:
+        """The labels an image on this host carries.
+
+        Raises:
+            ImageError: the image is not on this host.
+        """
+        with translated("inspect image", subject=reference):
+            return self.client.images.get(reference).labels
+
+    def _trusted(self, container: Container) -> dict[str, str] | None:
+        """agentcell's labels on ``container`` if agentcell set them, else None."""
+        image_id = str(container.attrs.get("Image") or "")
+        if image_id not in self._image_labels:
+            labels: Mapping[str, str] = {}
+            try:
+                with translated("inspect image", subject=image_id[:19]):
+                    labels = self.client.images.get(image_id).labels
+            except (CellNotFound, ImageError):
+                pass  # the image is gone; the container keeps only the labels it was given
+            self._image_labels[image_id] = labels
+        return trusted_labels(container.labels, self._image_labels[image_id])
 
     def _remove(self, container: Container) -> None:
         with translated("remove", subject=container.name or container.id or "?"):
@@ -213,17 +395,20 @@ class DockerBackend:
                 container.remove(force=True)
 
     def _prune_network(self, name: str) -> None:
-        if not name.startswith("agentcell-"):
+        if not is_agentcell_network(name):
             return
-        with translated("remove network", subject=name):
-            for network in self.client.networks.list(names=[name]):
-                network.reload()
-                if network.attrs.get("Labels", {}).get(LABEL_MANAGED) == "true" and not (
-                    network.attrs.get("Containers")
-                ):
-                    # Another cell may have joined in the meantime; then it stays.
-                    with contextlib.suppress(docker.errors.APIError):
-                        network.remove()
+        network = self._network(name)
+        if network is None:
+            return
+        if (network.attrs.get("Labels") or {}).get(LABEL_MANAGED) == "true" and not (
+            network.attrs.get("Containers")
+        ):
+            # Another cell may have joined in the meantime; then it stays.
+            with (
+                translated("remove network", subject=name),
+                contextlib.suppress(docker.errors.APIError),
+            ):
+                network.remove()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -234,7 +419,10 @@ class DockerBackend:
             filters.append(f"{LABEL_TENANT}={tenant}")
         with translated("list cells"):
             containers = self.client.containers.list(all=True, filters={"label": filters})
-        return sorted((self._cell(c) for c in containers), key=lambda cell: cell.key)
+        return sorted(
+            (self._cell(c) for c in containers if self._trusted(c) is not None),
+            key=lambda cell: cell.key,
+        )
 
     def find(self, ref: str) -> Cell:
         """The cell named by ``tenant/agent``, an agent name unique on the host, or a
@@ -252,17 +440,25 @@ class DockerBackend:
     def _find_container(self, ref: str) -> Container:
         if "/" in ref:
             tenant, _, agent = ref.partition("/")
-            container = self._get(container_name(tenant, agent))
-            if container is not None and container.labels.get(LABEL_MANAGED) == "true":
+            try:
+                container = self._owned(container_name(tenant, agent), tenant, agent)
+            except CellConflict:
+                container = None
+            container = container or self._legacy(tenant, agent)
+            if container is not None:
                 return container
             raise CellNotFound(f"no cell {ref}", fix="`agentcell ps` lists the cells")
         container = self._get(ref)
-        if container is not None and container.labels.get(LABEL_MANAGED) == "true":
+        if container is not None and self._trusted(container) is not None:
             return container
         with translated("list cells"):
-            matches = self.client.containers.list(
-                all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_AGENT}={ref}"]}
-            )
+            matches = [
+                found
+                for found in self.client.containers.list(
+                    all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_AGENT}={ref}"]}
+                )
+                if self._trusted(found) is not None
+            ]
         if len(matches) == 1:
             return matches[0]
         if not matches:

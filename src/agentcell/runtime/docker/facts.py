@@ -11,7 +11,7 @@ at the inspect field they came from (``container web: HostConfig.CapAdd``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
@@ -20,7 +20,7 @@ import docker
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentcell.errors import BackendError, CellNotFound, Location
+from agentcell.errors import BackendError, CellNotFound, ImageError, Location
 from agentcell.policy.audit import ObservedContainer
 from agentcell.policy.view import (
     PROVIDED_TARGETS,
@@ -37,16 +37,18 @@ from agentcell.policy.view import (
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.translate import (
     LABEL_EXCEPTIONS,
-    LABEL_MANAGED,
     LABEL_SOURCE,
     LABEL_SPEC,
     LABEL_TENANT,
+    agentcell_labels,
     strict_profile_path,
+    trusted_labels,
 )
 
 __all__ = [
     "INSPECT_PATHS",
     "LABEL_EXCEPTION_PREFIX",
+    "image_labels_by_id",
     "observe_host",
     "seccomp_blocks_io_uring",
     "view_of_container",
@@ -190,11 +192,20 @@ INSPECT_PATHS: Mapping[str, FieldPath] = {
     "default_bridge": ("HostConfig", "NetworkMode"),
     "ports": ("HostConfig", "PortBindings"),
     "exceptions": ("Config", "Labels", LABEL_EXCEPTIONS),
+    "image_agentcell_labels": ("Image",),
+    "user_allocated": ("Config", "User"),
 }
 
 
-def view_of_container(attrs: Mapping[str, Any]) -> ObservedContainer:
+def view_of_container(
+    attrs: Mapping[str, Any], *, image_labels: Mapping[str, str] | None = None
+) -> ObservedContainer:
     """Translate one ``docker inspect`` document. Pure.
+
+    ``image_labels`` are the labels of the container's image: the engine copies them into the
+    container's, so an agentcell label the image carries proves nothing, and a container whose
+    image has any is not treated as an agentcell cell (see
+    :func:`~agentcell.runtime.docker.translate.trusted_labels`).
 
     Raises:
         BackendError: the document lacks what every engine returns (Id, Name, HostConfig).
@@ -213,7 +224,8 @@ def view_of_container(attrs: Mapping[str, Any]) -> ObservedContainer:
     config = inspect.config
     labels = config.labels or {}
     name = inspect.name.lstrip("/") or inspect.id[:12]
-    managed = labels.get(LABEL_MANAGED) == "true"
+    from_image = tuple(sorted(agentcell_labels(image_labels or {})))
+    managed = trusted_labels(labels, image_labels or {}) is not None
     privileged = bool(host.privileged)
     options = _SecurityOptions.parse(host.security_opt or [])
     uid, user_text = _user(config.user or "")
@@ -226,6 +238,7 @@ def view_of_container(attrs: Mapping[str, Any]) -> ObservedContainer:
         image=config.image or inspect.image_id or "",
         user=uid,
         user_text=user_text,
+        user_allocated=False,
         privileged=privileged,
         cap_add=tuple(_capability(cap) for cap in host.cap_add or []),
         cap_drop_all=not privileged and "ALL" in {_capability(c) for c in host.cap_drop or []},
@@ -273,6 +286,7 @@ def view_of_container(attrs: Mapping[str, Any]) -> ObservedContainer:
         default_bridge=host.network_mode in (None, "", "default", "bridge"),
         ports=_ports(host),
         exceptions=_exceptions(labels) if managed else (),
+        image_agentcell_labels=from_image,
         origin=_container_origin(name),
         paths=INSPECT_PATHS,
     )
@@ -303,11 +317,34 @@ def observe_host(
     if not ids:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ids)))) as pool:
-        documents = list(pool.map(_inspector(client), ids))
+        documents = [d for d in pool.map(_inspector(client), ids) if d is not None]
+    image_labels = image_labels_by_id(client, {str(d.get("Image") or "") for d in documents})
     return sorted(
-        (view_of_container(document) for document in documents if document is not None),
+        (
+            view_of_container(document, image_labels=image_labels.get(str(document.get("Image"))))
+            for document in documents
+        ),
         key=lambda observed: observed.view.name,
     )
+
+
+def image_labels_by_id(
+    client: docker.DockerClient, image_ids: Iterable[str]
+) -> dict[str, Mapping[str, str]]:
+    """Image id -> the image's own labels, for each image that is still on the host.
+
+    Raises:
+        EngineUnavailable: the engine stopped answering.
+    """
+    found: dict[str, Mapping[str, str]] = {}
+    for image_id in filter(None, image_ids):
+        try:
+            with translated("inspect image", subject=image_id[:19]):
+                labels = client.images.get(image_id).labels
+        except (CellNotFound, ImageError):
+            continue  # removed since; its containers keep the labels they were given
+        found[image_id] = dict(labels)
+    return found
 
 
 def _inspector(client: docker.DockerClient) -> Callable[[str], Mapping[str, Any] | None]:

@@ -35,7 +35,14 @@ from agentcell.errors import BackendError, CellNotFound, Location, SpecError
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.images import BASE_IMAGE
-from agentcell.runtime.docker.translate import LABEL_MANAGED, LABEL_SOURCE, LABEL_SPEC
+from agentcell.runtime.docker.translate import (
+    LABEL_SOURCE,
+    LABEL_SPEC,
+    LABEL_UID,
+    container_name,
+    trusted_labels,
+)
+from agentcell.runtime.uids import with_cell_ids
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import AgentDocument
 from agentcell.verify.facts import CellTarget, EngineRecord, SandboxView
@@ -230,9 +237,14 @@ def _sandbox_view(data: Any) -> SandboxView:
 def _label_spec(container: Container) -> tuple[AgentDocument, str]:
     labels: Mapping[str, str] = container.labels
     raw = labels.get(LABEL_SPEC)
-    if labels.get(LABEL_MANAGED) != "true" or raw is None:
+    image_id = str(container.attrs.get("Image", ""))
+    assert container.client is not None  # containers from a client always carry it
+    with translated("inspect image", subject=image_id[:19]):
+        image_labels = container.client.images.get(image_id).labels
+    if trusted_labels(labels, image_labels) is None or raw is None:
         raise SpecError(
-            f"container {container.name} carries no agentcell spec (label {LABEL_SPEC})",
+            f"container {container.name} carries no agentcell spec (label {LABEL_SPEC}) "
+            "that agentcell set",
             fix="pass --spec FILE to hold it to a spec file",
         )
     try:
@@ -245,6 +257,7 @@ def _label_spec(container: Container) -> tuple[AgentDocument, str]:
             fix="recreate the cell with this agentcell version (agentcell up)",
         ) from exc
     source = labels.get(LABEL_SOURCE) or "?"
+    document = with_cell_ids(document, labels.get(LABEL_UID))
     return document, f"label {LABEL_SPEC} (written from {source})"
 
 
@@ -256,7 +269,7 @@ def _pick(
         return doc.document, f"{doc.file}:{doc.line}"
     for doc in documents:
         tenant, name = doc.document.key
-        if container.name == f"agentcell-{tenant}-{name}":
+        if container.name == container_name(tenant, name):
             return doc.document, f"{doc.file}:{doc.line}"
     raise SpecError(
         f"{spec_file} holds {len(documents)} agents and none is {container.name}",
@@ -294,6 +307,7 @@ class DockerProbeHost:
             pid=int(state.get("Pid") or 0),
             restart_count=int(self.container.attrs.get("RestartCount") or 0),
             oom_killed=bool(state.get("OOMKilled")),
+            started_at=str(state.get("StartedAt") or ""),
         )
 
     def run_program(self, source: bytes, argv: Sequence[str], *, timeout_s: float) -> ExecResult:

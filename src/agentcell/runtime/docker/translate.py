@@ -18,6 +18,7 @@ from typing import Any
 
 from agentcell.errors import Location, SpecError
 from agentcell.policy.admission import AdmittedSpec
+from agentcell.runtime.uids import cell_ids
 from agentcell.spec.model import AgentDocument, TmpfsMount
 from agentcell.spec.units import format_bytes
 
@@ -28,20 +29,27 @@ __all__ = [
     "LABEL_IMAGE_REQUESTED",
     "LABEL_IMAGE_TRUST",
     "LABEL_MANAGED",
+    "LABEL_PREFIX",
     "LABEL_RUNTIME",
     "LABEL_SOURCE",
     "LABEL_SPEC",
     "LABEL_SPEC_HASH",
     "LABEL_TENANT",
+    "LABEL_UID",
+    "NAME_SEPARATOR",
     "BindMount",
     "ContainerSettings",
+    "agentcell_labels",
     "container_name",
+    "is_agentcell_network",
     "network_name",
     "settings_for",
     "spec_hash",
     "spec_json",
+    "trusted_labels",
 ]
 
+LABEL_PREFIX = "org.agentcell."
 LABEL_MANAGED = "org.agentcell.managed"
 LABEL_TENANT = "org.agentcell.tenant"
 LABEL_AGENT = "org.agentcell.agent"
@@ -52,18 +60,52 @@ LABEL_EXCEPTIONS = "org.agentcell.exceptions"
 LABEL_SPEC = "org.agentcell.spec"
 LABEL_IMAGE_REQUESTED = "org.agentcell.image-requested"
 LABEL_IMAGE_TRUST = "org.agentcell.image-trust"
+LABEL_UID = "org.agentcell.uid"
 DOCKER_SOCKET = "/var/run/docker.sock"
 NANO = 1_000_000_000
 
 
+# Tenants and names are DNS labels: letters, digits and '-', never '_'. Joining them with '_'
+# makes the name injective: ("ux", "a-x") and ("ux-a", "x") were both agentcell-ux-a-x under
+# the old '-' scheme, and one tenant's `up` replaced the other's cell.
+NAME_SEPARATOR = "_"
+NAME_PREFIX = "agentcell"
+LEGACY_PREFIX = "agentcell-"
+
+
 def container_name(tenant: str, name: str) -> str:
-    """The container name of a cell: ``agentcell-<tenant>-<name>``."""
-    return f"agentcell-{tenant}-{name}"
+    """The container name of a cell: ``agentcell_<tenant>_<name>``, one per (tenant, name)."""
+    return NAME_SEPARATOR.join((NAME_PREFIX, tenant, name))
 
 
 def network_name(tenant: str, network: str) -> str:
     """The engine network behind a spec's ``network: <name>`` for ``tenant``."""
-    return f"agentcell-{tenant}-{network}"
+    return NAME_SEPARATOR.join((NAME_PREFIX, tenant, network))
+
+
+def is_agentcell_network(name: str) -> bool:
+    """Whether ``name`` has the form of a network agentcell makes (new or old scheme)."""
+    return name.startswith((NAME_PREFIX + NAME_SEPARATOR, LEGACY_PREFIX))
+
+
+def agentcell_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The ``org.agentcell.*`` labels among ``labels``."""
+    return {key: value for key, value in labels.items() if key.startswith(LABEL_PREFIX)}
+
+
+def trusted_labels(
+    container_labels: Mapping[str, str], image_labels: Mapping[str, str]
+) -> dict[str, str] | None:
+    """agentcell's labels of a container when agentcell set them at create time, else None.
+
+    The engine merges an image's labels into its containers', so an image labelled
+    ``org.agentcell.managed=true`` would make any container from it look like a cell, with
+    whatever exceptions the image claims. Admission refuses images carrying agentcell labels,
+    so a container whose image has any is not a cell agentcell made, whatever it says.
+    """
+    if container_labels.get(LABEL_MANAGED) != "true" or agentcell_labels(image_labels):
+        return None
+    return agentcell_labels(container_labels)
 
 
 def spec_json(document: AgentDocument) -> str:
@@ -251,9 +293,10 @@ def _human_size(tmpfs_options: str) -> str:
     return f"size={format_bytes(int(size.removeprefix('size=')))},{rest}"
 
 
-def _tmpfs_options(mount: TmpfsMount) -> str:
+def _tmpfs_options(mount: TmpfsMount, uid: int, gid: int) -> str:
     flags = "" if mount.exec else ",noexec"
-    return f"size={mount.size},mode=1777{flags},nosuid,nodev"
+    # Owned by the cell's own uid, so an image works under whatever uid it was given.
+    return f"size={mount.size},mode=1777,uid={uid},gid={gid}{flags},nosuid,nodev"
 
 
 def settings_for(
@@ -263,13 +306,16 @@ def settings_for(
     extra_mounts: Sequence[BindMount] = (),
     extra_env: Mapping[str, str] | None = None,
     image_trust: str | None = None,
+    uid: int | None = None,
 ) -> ContainerSettings:
     """Docker settings for an admitted spec.
 
     ``image`` overrides the reference (e.g. with a digest). ``extra_mounts`` and ``extra_env``
     carry what agentcell itself gives a cell (identity files, a control-plane socket); they
     are not part of the spec and so do not change its hash. ``image_trust`` says how the
-    image was checked (e.g. "signature verified: ..."), for ``ps`` and ``inspect``.
+    image was checked (e.g. "signature verified: ..."), for ``ps`` and ``inspect``. ``uid`` is
+    the host uid (and gid) allocated to the cell when its spec pins none; without one the
+    settings show :data:`~agentcell.runtime.uids.UNALLOCATED` (for ``render`` and host checks).
 
     Raises:
         SpecError: a seccomp profile file named by the spec cannot be read.
@@ -278,6 +324,7 @@ def settings_for(
     spec = doc.document.spec
     security = spec.security
     tenant, name = doc.document.key
+    cell_uid, cell_gid = cell_ids(security, uid)
 
     seccomp_file, seccomp_opt = _seccomp(security.seccomp, doc.where("spec", "security", "seccomp"))
     security_opt: list[str] = []
@@ -323,6 +370,7 @@ def settings_for(
         # The normalized spec travels with the cell so `verify` can compare against it later.
         LABEL_SPEC: spec_json(doc.document),
         LABEL_IMAGE_REQUESTED: spec.image,
+        LABEL_UID: str(cell_uid),
     }
     if image_trust is not None:
         labels[LABEL_IMAGE_TRUST] = image_trust
@@ -336,12 +384,14 @@ def settings_for(
         entrypoint=spec.command,
         command=spec.args,
         environment={**spec.env, **(extra_env or {})},
-        user=f"{security.user}:{security.group}",
+        user=f"{cell_uid}:{cell_gid}",
         cap_add=security.capabilities,
         security_opt=tuple(security_opt),
         seccomp_file=seccomp_file,
         read_only=security.read_only_rootfs,
-        tmpfs={mount.path: _tmpfs_options(mount) for mount in spec.resources.tmpfs},
+        tmpfs={
+            mount.path: _tmpfs_options(mount, cell_uid, cell_gid) for mount in spec.resources.tmpfs
+        },
         nano_cpus=round(spec.resources.cpus * NANO),
         mem_limit=spec.resources.memory,
         memswap_limit=spec.resources.memory_swap,
