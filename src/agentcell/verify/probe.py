@@ -43,6 +43,7 @@ __all__ = [
     "ProbeReport",
     "ProbeResult",
     "ProbeStatus",
+    "cell_death",
     "probe_program",
     "run_probes",
 ]
@@ -93,6 +94,12 @@ class ProbeReport:
     results: tuple[ProbeResult, ...]
     elapsed_s: float
     notes: tuple[str, ...] = ()
+    state_before: CellState | None = None
+    """The cell as the engine showed it before the first probe."""
+    state_after: CellState | None = None
+    """The cell as the engine showed it after the last probe."""
+    cell_died: str | None = None
+    """How the cell itself stopped, restarted or was OOM-killed during the run, if it was."""
 
     @property
     def failures(self) -> tuple[ProbeResult, ...]:
@@ -101,8 +108,10 @@ class ProbeReport:
 
     @property
     def ok(self) -> bool:
-        """Every attempt was blocked, contained, allowed by the spec, or skipped with a reason."""
-        return not self.failures
+        """Every attempt was blocked, contained, allowed by the spec, or skipped with a reason,
+        and the cell survived them all: a probe that ends the cell is a denial of service the
+        isolation let through, whatever limit ended it."""
+        return not self.failures and self.cell_died is None
 
     def by_id(self) -> dict[str, ProbeResult]:
         """Results keyed by probe id."""
@@ -135,6 +144,31 @@ class CellState:
     pid: int
     restart_count: int
     oom_killed: bool
+    started_at: str = ""
+    """When the engine last started the cell's main process (``State.StartedAt``)."""
+
+
+def cell_death(before: CellState, after: CellState) -> str | None:
+    """How the cell as a whole ended between two readings, or None if it lived through.
+
+    An exec that the OOM killer takes (the memory bomb) leaves the main process alone; only
+    its death, or the engine restarting or stopping the cell, counts.
+    """
+    changes = []
+    if not after.running:
+        changes.append("not running")
+    if after.pid != before.pid:
+        changes.append(f"main pid {before.pid} -> {after.pid}")
+    if after.restart_count != before.restart_count:
+        changes.append(f"restart count {before.restart_count} -> {after.restart_count}")
+    if before.started_at and after.started_at and after.started_at != before.started_at:
+        changes.append(f"started at {before.started_at} -> {after.started_at}")
+    if not changes:
+        # The engine may flag OOMKilled for an exec the OOM killer took while the cell lived.
+        return None
+    if after.oom_killed:
+        changes.append("the engine records it as OOM-killed")
+    return "the cell died during the probe: " + "; ".join(changes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,6 +291,7 @@ def run_probes(
     """
     started = time.monotonic()
     selected = _selection(only)
+    initial = host.state()
     explicit = set(only or ())
     notes: list[str] = []
     results: list[ProbeResult] = []
@@ -291,20 +326,20 @@ def run_probes(
         # A battery that did not finish may have taken the cell with it: give the engine a
         # moment to notice before judging.
         after = host.state() if finished else _settled_state(host, before, settle_s)
-        died = not after.running or after.pid != before.pid
-        if died:
-            notes.append(
-                "the cell's main process died during the battery "
-                f"(restart count {before.restart_count} -> {after.restart_count}, "
-                f"engine OOMKilled={str(after.oom_killed).lower()})"
-            )
-        results += _battery_results(outcome, battery, notes, cell_died=died)
+        lost = cell_death(before, after) is not None
+        results += _battery_results(outcome, battery, notes, cell_died=lost)
     for probe_id, reason in skipped_here.items():
         results.append(_skipped(probe_id, reason))
     if "memory-bomb" in selected and "memory-bomb" not in skipped_here:
         results.append(_memory_bomb(host, document, program, paths or HostPaths(), settle_s))
     order = {probe_id: index for index, probe_id in enumerate(ALL_PROBES)}
     results.sort(key=lambda result: order.get(result.id, len(order)))
+    # The engine's counters only grow, so one comparison of the first and last reading catches
+    # a death at any point of the run, even one the engine has already restarted.
+    final = host.state()
+    died = cell_death(initial, final)
+    if died is not None:
+        notes.append(died)
     return ProbeReport(
         cell=cell,
         container=container,
@@ -312,6 +347,9 @@ def run_probes(
         results=tuple(results),
         elapsed_s=time.monotonic() - started,
         notes=tuple(notes),
+        state_before=initial,
+        state_after=final,
+        cell_died=died,
     )
 
 

@@ -25,6 +25,7 @@ from agentcell.verify.probe import (
     CellState,
     ExecResult,
     ProbeReport,
+    cell_death,
     probe_program,
     run_probes,
 )
@@ -189,11 +190,16 @@ def test_a_fork_bomb_that_takes_the_cell_down_was_stopped_by_the_limit() -> None
     host = ReplayHost(
         runtime="runsc",
         battery=ExecResult(exit_code=None, stdout=b"", stderr=b"", error="the cell died"),
-        states=[alive, restarted],
+        states=[alive, alive, restarted],
     )
-    result = probe(host, only=["fork-bomb"]).by_id()["fork-bomb"]
+    report = probe(host, only=["fork-bomb"])
+    result = report.by_id()["fork-bomb"]
     assert result.status == "blocked"
     assert "pids limit" in result.mechanism
+    # The limit held, but it held by ending the cell: the run fails and says so.
+    assert not report.ok
+    assert report.cell_died is not None and "restart count 0 -> 1" in report.cell_died
+    assert report.to_json()["ok"] is False
 
 
 def test_a_cell_that_dies_during_a_syscall_probe_is_not_counted_as_blocked() -> None:
@@ -201,10 +207,13 @@ def test_a_cell_that_dies_during_a_syscall_probe_is_not_counted_as_blocked() -> 
     gone = CellState(running=False, pid=0, restart_count=0, oom_killed=False)
     host = ReplayHost(
         battery=ExecResult(exit_code=None, stdout=line("mount"), stderr=b"", error="died"),
-        states=[alive, gone],
+        states=[alive, alive, gone],
     )
     # The battery runs mount, bpf, keyctl in that order: bpf was running when the cell died.
-    results = probe(host, only=["mount", "keyctl", "bpf"]).by_id()
+    report = probe(host, only=["mount", "keyctl", "bpf"])
+    assert not report.ok and report.failures == ()
+    assert report.cell_died is not None and "not running" in report.cell_died
+    results = report.by_id()
     assert results["mount"].status == "blocked"
     assert results["bpf"].status == "skipped"
     assert "died during this probe" in results["bpf"].mechanism
@@ -221,6 +230,7 @@ def test_a_cell_that_dies_during_a_syscall_probe_is_not_counted_as_blocked() -> 
             None,
             [
                 CellState(running=True, pid=100, restart_count=0, oom_killed=False),
+                CellState(running=True, pid=100, restart_count=0, oom_killed=False),
                 CellState(running=True, pid=300, restart_count=1, oom_killed=True),
             ],
             "blocked",
@@ -235,10 +245,34 @@ def test_memory_bomb_verdicts(
     host = ReplayHost(
         bomb=ExecResult(exit_code=exit_code, stdout=stdout, stderr=b""), states=states
     )
-    result = probe(host, only=["memory-bomb"]).by_id()["memory-bomb"]
+    report = probe(host, only=["memory-bomb"])
+    result = report.by_id()["memory-bomb"]
     assert result.status == status
     assert mechanism in result.mechanism
     assert "allocated 192m of 512m (limit 256m)" in result.detail
+    # Only the bomb's own exec may die; the whole cell dying fails the run.
+    assert (report.cell_died is not None) == ("whole cell" in mechanism)
+
+
+def test_an_oom_killed_exec_alone_is_not_a_dead_cell() -> None:
+    before = CellState(running=True, pid=100, restart_count=0, oom_killed=False, started_at="t0")
+    flagged = CellState(running=True, pid=100, restart_count=0, oom_killed=True, started_at="t0")
+    assert cell_death(before, flagged) is None
+    again = CellState(running=True, pid=100, restart_count=0, oom_killed=False, started_at="t1")
+    assert cell_death(before, again) == "the cell died during the probe: started at t0 -> t1"
+
+
+def test_a_cell_restarted_by_the_engine_between_probes_fails_the_run() -> None:
+    alive = CellState(running=True, pid=100, restart_count=0, oom_killed=False)
+    back = CellState(running=True, pid=100, restart_count=2, oom_killed=False)
+    # Every probe line came back, yet the engine restarted the cell meanwhile.
+    host = ReplayHost(battery=all_blocked(["mount"]), states=[alive, alive, back])
+    report = probe(host, only=["mount"])
+    assert report.by_id()["mount"].status == "blocked"
+    assert not report.ok
+    data = report.to_json()
+    assert data["state_before"]["restart_count"] == 0
+    assert data["state_after"]["restart_count"] == 2
 
 
 def test_report_json_round_trips() -> None:
