@@ -30,6 +30,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of tables
 _STATUS_STYLE = {
     "verified": "green",
     "configured": "cyan",
+    "reported": "yellow",
     "mismatch": "bold red",
     "not-enforced": "yellow",
     "unknown": "magenta",
@@ -41,8 +42,9 @@ _STATUS_STYLE = {
 }
 _BASIS = {
     "kernel": "host kernel",
-    "sandbox": "gVisor kernel",
+    "sandbox": "gVisor (runsc ps)",
     "host": "host state",
+    "image": "image (untrusted)",
     "engine": "engine record",
 }
 
@@ -72,8 +74,10 @@ def verify_command(
 ) -> None:
     """Read each cell's isolation from the kernel and compare it with its spec.
 
-    Every check is verified (the kernel shows it), configured (only the engine's record does),
-    a mismatch, not enforced on this host (with why), or unknown. Exit 1 on any mismatch.
+    Every check is verified (the kernel shows it), configured (only a record does: the
+    engine's, or the OCI spec the runtime was handed), reported (only the image's own
+    binaries said so: untrusted), a mismatch, not enforced on this host (with why), or
+    unknown. Exit 1 on any mismatch.
     """
     from agentcell.runtime.docker.backend import DockerBackend
     from agentcell.runtime.docker.proof import DockerProof
@@ -118,7 +122,8 @@ def probe_command(
 ) -> None:
     """Try to break out of a cell: privilege, syscalls, filesystem, cgroups, resources and
     network. Each attempt is blocked (with what stopped it), contained by gVisor, allowed by
-    the spec, NOT BLOCKED, or skipped with why. Exit 1 on any NOT BLOCKED."""
+    the spec, NOT BLOCKED, or skipped with why. Exit 1 on any NOT BLOCKED, and when the cell
+    itself died (stopped, restarted) during the run."""
     from agentcell.runtime.docker.backend import DockerBackend
     from agentcell.runtime.docker.proof import DockerProof
     from agentcell.verify.probe import run_probes
@@ -212,5 +217,10 @@ def _print_probe(report: ProbeReport, console: Console) -> None:
     for result in report.results:
         tally[result.status] = tally.get(result.status, 0) + 1
     summary = ", ".join(f"{count} {status}" for status, count in sorted(tally.items()))
-    verdict = "[green]OK[/green]" if report.ok else "[bold red]NOT BLOCKED[/bold red]"
+    if report.cell_died is not None:
+        verdict = f"[bold red]CELL DIED[/bold red] ({escape(report.cell_died)})"
+    elif report.ok:
+        verdict = "[green]OK[/green]"
+    else:
+        verdict = "[bold red]NOT BLOCKED[/bold red]"
     console.print(f"{verdict}: {summary}\n")

@@ -1,19 +1,26 @@
 """Compare what the kernel enforces on a cell with what its spec asks for.
 
-Every check ends in one of five states:
+Every check ends in one of six states:
 
-``verified``      the kernel (or gVisor's kernel, for runsc) shows the spec's value, or stricter
-``configured``    only the engine's record shows it; the kernel does not expose the fact
-``mismatch``      the kernel shows something weaker than, or different from, the spec
+``verified``      the kernel (or gVisor's kernel, asked from the host) shows the spec's value,
+                  or stricter
+``configured``    only a record shows it (the engine's, or the OCI spec the runtime was handed);
+                  the kernel does not expose the fact
+``reported``      only the image's own binaries said so, inside the cell: untrusted, since a
+                  hostile image prints what it likes (gVisor's in-sandbox view)
+``mismatch``      the kernel, a record or even the image shows something weaker than the spec
 ``not-enforced``  this host cannot enforce or show it (with why: no AppArmor here, ...)
 ``unknown``       the fact could not be read (with why)
 
 Only ``mismatch`` fails verification: a host that cannot do something is reported, not hidden,
-but it is not the cell's fault.
+but it is not the cell's fault. A reading from the image can make a check a mismatch (failing
+closed), never verified or configured: under runsc every check the image read is judged again
+by what the host side shows (:func:`_judge_image_readings`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,7 +48,7 @@ __all__ = [
     "verify",
 ]
 
-CheckStatus = Literal["verified", "configured", "mismatch", "not-enforced", "unknown"]
+CheckStatus = Literal["verified", "configured", "reported", "mismatch", "not-enforced", "unknown"]
 
 # What Docker 20.10 masks and makes read-only in every non-privileged container's /proc and /sys.
 DOCKER_MASKED_PATHS = (
@@ -63,6 +70,10 @@ DOCKER_SOCKET = "/var/run/docker.sock"
 # (agentcell.identity.enrolment); they are expected although the spec does not list them.
 AGENTCELL_MOUNT_PREFIX = "/run/agentcell/"
 _UNREADABLE = object()
+UNTRUSTED = "reported by the image (untrusted): its own python3 read gVisor's /proc"
+# Upstream gVisor: processes started by `runsc exec` (docker exec) do not get the container's
+# OCI seccomp profile; runsc 20221219 on this kind of host shows Seccomp 0 for them.
+GVISOR_EXEC_SECCOMP_ISSUE = "https://github.com/google/gvisor/issues/12693"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +154,8 @@ def compare(document: AgentDocument, observation: Observation) -> tuple[Check, .
     checks += _network(spec, observation)
     checks.append(_runtime(spec, observation))
     checks.append(_lsm(observation))
+    if observation.target.sandboxed:
+        checks = _judge_image_readings(spec, observation, checks)
     return tuple(checks)
 
 
@@ -230,29 +243,30 @@ def _per_process(
 
 
 def _identity(spec: AgentSpec, observation: Observation) -> list[Check]:
-    user, group = spec.security.user, spec.security.group
     processes = observation.processes
 
     def ids(values: tuple[int, ...]) -> str:
         return "/".join(map(str, values))
 
-    groups_expected = "no supplementary root group (0)" if group != 0 else "any"
+    user_text, user_ok = _expected_id(spec.security.user)
+    group_text, group_ok = _expected_id(spec.security.group)
+    groups_expected = "no supplementary root group (0)" if spec.security.group != 0 else "any"
     return [
         _per_process(
             "identity.uid",
             "uid (real/effective/saved/fs)",
-            str(user),
+            user_text,
             processes,
             lambda status: ids(status.uids),
-            lambda status: all(uid == user for uid in status.uids),
+            lambda status: all(user_ok(uid) for uid in status.uids),
         ),
         _per_process(
             "identity.gid",
             "gid (real/effective/saved/fs)",
-            str(group),
+            group_text,
             processes,
             lambda status: ids(status.gids),
-            lambda status: all(gid == group for gid in status.gids),
+            lambda status: all(group_ok(gid) for gid in status.gids),
         ),
         _per_process(
             "identity.groups",
@@ -260,9 +274,17 @@ def _identity(spec: AgentSpec, observation: Observation) -> list[Check]:
             groups_expected,
             processes,
             lambda status: ",".join(map(str, status.groups)) or "none",
-            lambda status: group == 0 or 0 not in status.groups,
+            lambda status: spec.security.group == 0 or 0 not in status.groups,
         ),
     ]
+
+
+def _expected_id(wanted: int | None) -> tuple[str, Callable[[int], bool]]:
+    """(the expected uid or gid as text, whether an observed id meets it). A spec without one
+    gets an id allocated by agentcell: any non-root id, the same in every field."""
+    if wanted is None:
+        return "non-root (allocated by agentcell)", lambda seen: seen != 0
+    return str(wanted), lambda seen: seen == wanted
 
 
 _CAP_SETS: tuple[tuple[str, str, str], ...] = (
@@ -328,7 +350,7 @@ def _no_new_privs(spec: AgentSpec, observation: Observation) -> Check:
                 expected=expected,
                 observed="not shown" + host_text,
                 source="prctl(PR_GET_NO_NEW_PRIVS) inside the gVisor sandbox",
-                basis="sandbox",
+                basis="image",
                 why=target.sandbox_error or "gVisor's /proc does not print NoNewPrivs",
             )
         ok = view.no_new_privs or not wanted
@@ -339,7 +361,7 @@ def _no_new_privs(spec: AgentSpec, observation: Observation) -> Check:
             expected=expected,
             observed=f"{int(view.no_new_privs)} (prctl in an exec'd process){host_text}",
             source="prctl(PR_GET_NO_NEW_PRIVS) inside the gVisor sandbox",
-            basis="sandbox",
+            basis="image",
             why="gVisor's /proc does not print NoNewPrivs; an exec'd process runs with the "
             "cell's process settings",
         )
@@ -433,7 +455,7 @@ def _seccomp(spec: AgentSpec, observation: Observation) -> list[Check]:
         )
         if mode == "unconfined":
             profile_check = Check(**{**asdict(profile_check), "status": "verified"})
-        return [mode_check, profile_check]
+        return [mode_check, profile_check, _exec_seccomp_gvisor(mode, observation)]
 
     want_filter = mode != "unconfined"
     mode_check = _per_process(
@@ -461,7 +483,215 @@ def _seccomp(spec: AgentSpec, observation: Observation) -> list[Check]:
         why="the kernel shows that a filter is loaded, not which one; "
         "`agentcell probe` tests what it blocks",
     )
-    return [mode_check, profile_check]
+    return [mode_check, profile_check, _exec_seccomp(mode, observation)]
+
+
+def _exec_seccomp(mode: str, observation: Observation) -> Check:
+    """runc and crun apply the container's profile to a process started by exec too; the host's
+    /proc of one such process, started by verify, shows whether it did."""
+    title = "seccomp filter of a process started by exec"
+    want_filter = mode != "unconfined"
+    expected = "2 (filter)" if want_filter else "any (spec: unconfined)"
+    reading = observation.exec_process
+    if reading.value is None:
+        return _unknown("seccomp.exec", title, expected, reading)
+    status = reading.value
+    if status.seccomp_mode is None:
+        return Check(
+            id="seccomp.exec",
+            title=title,
+            status="unknown",
+            expected=expected,
+            observed="not shown",
+            source=reading.source,
+            basis="kernel",
+            why="this kernel's /proc does not print Seccomp",
+        )
+    ok = status.seccomp_mode == 2 or not want_filter
+    return Check(
+        id="seccomp.exec",
+        title=title,
+        status="verified" if ok else "mismatch",
+        expected=expected,
+        observed=f"{status.seccomp_mode} ({status.seccomp_filters} filters), "
+        f"pid {status.pid} ({status.name})",
+        source=reading.source,
+        basis="kernel",
+        why="" if ok else "a command run with docker exec is not confined by the cell's profile",
+    )
+
+
+def _exec_seccomp_gvisor(mode: str, observation: Observation) -> Check:
+    """runsc leaves processes started by exec outside the OCI profile: say so, never verify."""
+    title = "seccomp filter of a process started by exec"
+    if mode == "unconfined":
+        return Check(
+            id="seccomp.exec",
+            title=title,
+            status="verified",
+            expected="any (spec: unconfined)",
+            observed="nothing to apply",
+            source="spec",
+            basis="engine",
+        )
+    reading = observation.exec_process
+    told = (
+        f"the image reports Seccomp {reading.value.seccomp_mode} for its exec'd reader"
+        if reading.value is not None and reading.value.seccomp_mode is not None
+        else f"no in-sandbox reading ({reading.error or 'not shown'})"
+    )
+    return Check(
+        id="seccomp.exec",
+        title=title,
+        status="not-enforced",
+        expected="the cell's profile (2, filter)",
+        observed=f"not applied by runsc; {told}",
+        source=f"runsc's exec path; {reading.source}",
+        basis="image" if reading.value is not None else "host",
+        why="this runsc applies the OCI seccomp profile to the container's init process only: "
+        "a command run with docker exec can call io_uring_setup and unshare(CLONE_NEWUSER) "
+        f"(gVisor issue 12693, {GVISOR_EXEC_SECCOMP_ISSUE}); the sentry's own filter still "
+        "confines what reaches the host kernel",
+    )
+
+
+# -- gVisor: what the host side shows, and what the image only says ----------------------------
+
+
+def _judge_image_readings(
+    spec: AgentSpec, observation: Observation, checks: list[Check]
+) -> list[Check]:
+    """Under runsc, judge each check the image read again by the host side's own reading.
+
+    The host side is ``runsc ps`` (gVisor's process table: verified) and the OCI spec runsc was
+    handed (configured). A check with no host-side counterpart keeps the image's word as
+    "reported"; an image reading weaker than the spec stays a mismatch either way.
+    """
+    host = {check.id: check for check in _host_side_checks(spec, observation)}
+    judged = []
+    for check in checks:
+        if check.basis == "image":
+            judged.append(_judged(host.pop(check.id, None), check))
+        else:
+            judged.append(check)
+    # A host-side fact the image did not read at all (its snapshot failed) still counts.
+    judged += host.values()
+    return judged
+
+
+def _judged(host: Check | None, image: Check) -> Check:
+    if image.status == "unknown":
+        told = f"image's reading: none ({image.why or 'not read'})"
+    else:
+        told = f"image reports: {image.observed}"
+    if host is None:
+        if image.status in ("verified", "configured"):
+            why = f"{UNTRUSTED}; {image.why}" if image.why else UNTRUSTED
+            return dataclasses.replace(image, status="reported", why=why)
+        return image
+    if image.status == "mismatch" and host.status != "mismatch":
+        # The record looks right but the cell shows less: fail closed, whoever is lying.
+        return dataclasses.replace(
+            image,
+            observed=f"{image.observed}; host side: {host.observed} ({host.status})",
+            why="the host side shows the spec's value, the image's own reading a weaker one",
+        )
+    return dataclasses.replace(host, observed=f"{host.observed}; {told}")
+
+
+def _host_side_checks(spec: AgentSpec, observation: Observation) -> list[Check]:
+    """What runsc's own state shows for the checks the image also reads."""
+    checks: list[Check] = []
+    ps = observation.sandbox_ps
+    record_reading = observation.record
+    record = record_reading.value if record_reading is not None else None
+    if ps is not None and ps.value is not None:
+        _, uid_ok = _expected_id(spec.security.user)
+        bad = [f"pid {p.pid} ({p.command}): {p.uid}" for p in ps.value if not uid_ok(p.uid)]
+        shown = sorted({str(p.uid) for p in ps.value})
+        checks.append(
+            Check(
+                id="identity.uid",
+                title="uid (gVisor's process table)",
+                status="mismatch" if bad or not ps.value else "verified",
+                expected=_expected_id(spec.security.user)[0],
+                observed="; ".join(bad) or f"{' | '.join(shown)} ({len(ps.value)} processes)",
+                source=ps.source,
+                basis="sandbox",
+                why="runsc ps asks the sentry, not the image; it shows one uid per process",
+            )
+        )
+    if record is None or record_reading is None:
+        return checks
+    source = record_reading.source
+
+    def recorded(check_id: str, title: str, ok: bool, expected: str, observed: str) -> Check:
+        return Check(
+            id=check_id,
+            title=title,
+            status="configured" if ok else "mismatch",
+            expected=expected,
+            observed=observed,
+            source=source,
+            basis="host",
+            why="the OCI spec runsc was handed and enforces; gVisor does not show it to the host",
+        )
+
+    if not any(check.id == "identity.uid" for check in checks):
+        uid_text, uid_ok = _expected_id(spec.security.user)
+        checks.append(
+            recorded(
+                "identity.uid",
+                "uid",
+                uid_ok(record.uid),
+                uid_text,
+                f"process.user.uid {record.uid}",
+            )
+        )
+    gid_text, gid_ok = _expected_id(spec.security.group)
+    checks.append(
+        recorded(
+            "identity.gid", "gid", gid_ok(record.gid), gid_text, f"process.user.gid {record.gid}"
+        )
+    )
+    groups = record.additional_gids
+    checks.append(
+        recorded(
+            "identity.groups",
+            "supplementary groups",
+            spec.security.group == 0 or 0 not in groups,
+            "no supplementary root group (0)" if spec.security.group != 0 else "any",
+            "additionalGids " + (",".join(map(str, groups)) or "none"),
+        )
+    )
+    allowed = frozenset(spec.security.capabilities)
+    for check_id, line, _ in _CAP_SETS:
+        kind = check_id.removeprefix("caps.")
+        held = record.capabilities.get(kind, frozenset())
+        checks.append(
+            recorded(
+                check_id,
+                f"capabilities {line}",
+                held <= allowed,
+                f"within {{{_caps_text(allowed)}}}",
+                f"process.capabilities.{kind}: {_caps_text(held)}",
+            )
+        )
+    wanted = spec.security.no_new_privileges
+    checks.append(
+        recorded(
+            "nnp",
+            "no_new_privs",
+            record.no_new_privileges or not wanted,
+            "1" if wanted else "any (spec allows privilege gain)",
+            f"process.noNewPrivileges {str(record.no_new_privileges).lower()}",
+        )
+    )
+    mounts = _mounts(spec, observation, Reading(value=record.mounts, source=source, basis="host"))
+    for check in mounts:
+        status: CheckStatus = "configured" if check.status == "verified" else check.status
+        checks.append(dataclasses.replace(check, status=status))
+    return checks
 
 
 # -- mounts -----------------------------------------------------------------------------------
@@ -483,8 +713,14 @@ def _describe(entry: MountEntry) -> str:
     return " ".join(parts)
 
 
-def _mounts(spec: AgentSpec, observation: Observation) -> list[Check]:
-    reading = observation.mounts
+def _mounts(
+    spec: AgentSpec,
+    observation: Observation,
+    reading: Reading[tuple[MountEntry, ...]] | None = None,
+) -> list[Check]:
+    """The mount checks, over the cell's mountinfo or (``reading``) another list of mounts."""
+    own_reading = reading is None
+    reading = reading or observation.mounts
     entries = reading.value
     basis, source = reading.basis, reading.source
     if entries is None:
@@ -517,11 +753,11 @@ def _mounts(spec: AgentSpec, observation: Observation) -> list[Check]:
             _describe(root) if root is not None else "no / mount",
         )
     )
-    sandboxed = basis == "sandbox"
+    # gVisor's mountinfo (as the image reads it) prints noexec but never nosuid/nodev.
+    sandboxed = basis == "image"
     for tmpfs in spec.resources.tmpfs:
         entry = _topmost(entries, tmpfs.path)
         flags = ["noexec"] if not tmpfs.exec else []
-        # gVisor's mountinfo prints noexec but never nosuid/nodev.
         if not sandboxed:
             flags += ["nosuid", "nodev"]
         expected = " ".join(["tmpfs", "rw", *flags, f"size={format_bytes(tmpfs.size)}"])
@@ -656,7 +892,8 @@ def _mounts(spec: AgentSpec, observation: Observation) -> list[Check]:
             ", ".join(unexpected) or "none",
         )
     )
-    checks.append(_masks(observation, entries))
+    if own_reading:
+        checks.append(_masks(observation, entries))
     return checks
 
 
@@ -676,7 +913,7 @@ def _masks(observation: Observation, entries: Sequence[MountEntry]) -> Check:
             expected="absent from gVisor's /proc",
             observed=", ".join(shown) or "none present",
             source=present.source,
-            basis="sandbox",
+            basis="image",
             why="gVisor's /proc is its own; host kernel files do not exist there",
         )
     problems = []

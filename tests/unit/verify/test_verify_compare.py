@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -41,6 +42,8 @@ def target(
     seccomp: str | None = STRICT,
     sandbox: SandboxView | None = None,
     sandbox_error: str | None = None,
+    sandbox_ps: str | None = None,
+    exec_status: str | None = None,
 ) -> CellTarget:
     engine = EngineRecord(
         runtime=runtime,
@@ -55,6 +58,9 @@ def target(
         engine=engine,
         sandbox=sandbox,
         sandbox_error=sandbox_error,
+        sandbox_ps=sandbox_ps,
+        exec_status=exec_status,
+        exec_pid=4300 if exec_status is not None else 0,
     )
 
 
@@ -254,9 +260,9 @@ def test_unreadable_facts_are_unknown_with_why(v1_host: HostTree) -> None:
     assert report.ok  # unknown is reported, not failed
 
 
-def _sandbox_view() -> SandboxView:
+def _sandbox_view(**changes: object) -> SandboxView:
     data = json.loads((DATA / "runsc-snapshot.json").read_text())
-    return SandboxView(
+    view = SandboxView(
         statuses=MappingProxyType({int(pid): text for pid, text in data["status"].items()}),
         mountinfo=data["mountinfo"],
         route=data["route"],
@@ -264,11 +270,28 @@ def _sandbox_view() -> SandboxView:
         dev=data["dev"],
         present=MappingProxyType(data["present"]),
         no_new_privs=data["no_new_privs"] == 1,
+        # The snapshot reads its own status as an exec'd process: gVisor shows Seccomp 0.
+        self_status=data["status"]["1"],
+    )
+    return dataclasses.replace(view, **changes)  # type: ignore[arg-type]
+
+
+RUNSC_PS = (DATA / "runsc-host" / "ps.txt").read_text()
+
+
+def _record(tree: HostTree, **process: object) -> None:
+    """runsc's state file with the recorded OCI spec, its process section changed."""
+    state = json.loads((DATA / "runsc-host" / "state.json").read_text())
+    state["spec"]["process"].update(process)
+    (tree.paths.runtime_state / f"{CONTAINER_ID}_sandbox:{CONTAINER_ID}.state").write_text(
+        json.dumps(state)
     )
 
 
-def _gvisor(tree: HostTree) -> None:
+def _gvisor(tree: HostTree, *, record: bool = True) -> None:
     tree.runtime("runsc")
+    if record:
+        _record(tree)
     tree.write("proc/4242/status", (DATA / "runsc-host" / "sandbox-status").read_text())
     tree.namespaces(
         str(PID),
@@ -277,17 +300,24 @@ def _gvisor(tree: HostTree) -> None:
     )
 
 
-def test_gvisor_is_read_from_inside_and_says_what_it_cannot_see(v1_host: HostTree) -> None:
+def test_gvisor_is_read_from_the_host_side_and_the_image_only_reports(v1_host: HostTree) -> None:
     _gvisor(v1_host)
-    cell = target(runtime="runsc", sandbox=_sandbox_view())
+    cell = target(runtime="runsc", sandbox=_sandbox_view(), sandbox_ps=RUNSC_PS)
     report = run(v1_host, example("sandbox", runtime="runsc"), cell)
     checks = by_id(report)
     assert report.ok, report.mismatches
-    assert checks["identity.uid"].basis == "sandbox"
-    assert checks["mounts.tmpfs:/workspace"].status == "verified"
-    assert checks["caps.ambient"].status == "unknown"
-    assert checks["nnp"].status == "verified"
-    assert "sandbox process on the host: NoNewPrivs 1" in checks["nnp"].observed
+    # gVisor's process table, asked from the host: verified.
+    assert (checks["identity.uid"].status, checks["identity.uid"].basis) == ("verified", "sandbox")
+    assert "image reports: 1001" in checks["identity.uid"].observed
+    # The OCI spec runsc was handed: configured, with what the image said beside it.
+    for check_id in ("identity.gid", "caps.bounding", "caps.ambient", "nnp", "mounts.rootfs"):
+        assert (checks[check_id].status, checks[check_id].basis) == ("configured", "host")
+    assert checks["mounts.tmpfs:/workspace"].status == "configured"
+    assert "size=128m" in checks["mounts.tmpfs:/workspace"].observed
+    assert checks["mounts.unexpected"].status == "configured"
+    # Only the image can look at gVisor's /proc: its word is reported, never verified.
+    assert (checks["mounts.masks"].status, checks["mounts.masks"].basis) == ("reported", "image")
+    assert "untrusted" in checks["mounts.masks"].why
     # The sentry's own filter is verified on the host; the spec's profile is not applied.
     assert (checks["seccomp.mode"].status, checks["seccomp.mode"].basis) == ("verified", "kernel")
     profile = checks["seccomp.profile"]
@@ -296,7 +326,69 @@ def test_gvisor_is_read_from_inside_and_says_what_it_cannot_see(v1_host: HostTre
     assert checks["ns.user"].status == "verified"
     assert checks["ns.pid"].status == "verified"  # gVisor's own process table
     assert checks["runtime"].status == "verified"
-    assert checks["mounts.masks"].status == "verified"
+    exec_check = checks["seccomp.exec"]
+    assert exec_check.status == "not-enforced"
+    assert "12693" in exec_check.why and "Seccomp 0" in exec_check.observed
+    assert not [c.id for c in report.checks if c.basis == "image" and c.status == "verified"]
+
+
+def test_a_lying_image_cannot_turn_a_mismatch_into_verified(v1_host: HostTree) -> None:
+    # Started without no-new-privileges and with NET_RAW: runsc's record says so, while the
+    # image's python3 prints a perfect snapshot.
+    _gvisor(v1_host)
+    _record(v1_host, noNewPrivileges=False, capabilities={"bounding": ["CAP_NET_RAW"]})
+    cell = target(runtime="runsc", sandbox=_sandbox_view(no_new_privs=True), sandbox_ps=RUNSC_PS)
+    report = run(v1_host, example("sandbox", runtime="runsc"), cell)
+    checks = by_id(report)
+    assert mismatch_ids(report.checks) == {"nnp", "caps.bounding"}
+    assert "noNewPrivileges false" in checks["nnp"].observed
+    assert "image reports: 1" in checks["nnp"].observed
+
+
+def test_without_the_host_side_the_image_reading_is_only_reported(v1_host: HostTree) -> None:
+    _gvisor(v1_host, record=False)  # runsc's state holds no spec; runsc ps was not run
+    cell = target(runtime="runsc", sandbox=_sandbox_view())
+    report = run(v1_host, example("sandbox", runtime="runsc"), cell)
+    checks = by_id(report)
+    for check_id in ("identity.uid", "identity.gid", "caps.bounding", "nnp", "mounts.rootfs"):
+        assert checks[check_id].status == "reported", checks[check_id]
+        assert checks[check_id].basis == "image"
+    assert report.ok
+    assert "reported" in report.to_json()["checks"][0]["status"]
+
+
+def test_an_image_reading_weaker_than_the_record_fails_closed(v1_host: HostTree) -> None:
+    _gvisor(v1_host)
+    cell = target(runtime="runsc", sandbox=_sandbox_view(no_new_privs=False), sandbox_ps=RUNSC_PS)
+    check = by_id(run(v1_host, example("sandbox", runtime="runsc"), cell))["nnp"]
+    assert (check.status, check.basis) == ("mismatch", "image")
+    assert "host side: process.noNewPrivileges true (configured)" in check.observed
+
+
+def test_runsc_ps_showing_root_is_a_mismatch_whatever_the_image_says(v1_host: HostTree) -> None:
+    _gvisor(v1_host)
+    ps = RUNSC_PS.replace("\n1001  ", "\n0     ")
+    cell = target(runtime="runsc", sandbox=_sandbox_view(), sandbox_ps=ps)
+    check = by_id(run(v1_host, example("sandbox", runtime="runsc"), cell))["identity.uid"]
+    assert (check.status, check.basis) == ("mismatch", "sandbox")
+
+
+@pytest.mark.parametrize(("line", "status"), [("2\t1", "verified"), ("0\t0", "mismatch")])
+def test_an_execd_process_is_read_on_the_host_under_runc(
+    v1_host: HostTree, line: str, status: str
+) -> None:
+    mode, filters = line.split("\t")
+    text = (v1_host.cell / "status").read_text()
+    text = re.sub(r"Seccomp:\t\d+", f"Seccomp:\t{mode}", text)
+    text = re.sub(r"Seccomp_filters:\t\d+", f"Seccomp_filters:\t{filters}", text)
+    check = by_id(run(v1_host, example("sandbox"), target(exec_status=text)))["seccomp.exec"]
+    assert (check.status, check.basis) == (status, "kernel")
+    assert "/proc/4300/status" in check.source
+
+
+def test_no_execd_process_is_unknown_not_verified(v1_host: HostTree) -> None:
+    check = by_id(run(v1_host, example("sandbox"), target()))["seccomp.exec"]
+    assert check.status == "unknown"
 
 
 def test_gvisor_with_oci_seccomp_holds_the_profile_as_configured(v1_host: HostTree) -> None:
@@ -311,12 +403,17 @@ def test_gvisor_with_oci_seccomp_holds_the_profile_as_configured(v1_host: HostTr
 
 
 def test_gvisor_without_its_view_is_unknown_not_passed(v1_host: HostTree) -> None:
-    _gvisor(v1_host)
+    _gvisor(v1_host, record=False)
     cell = target(runtime="runsc", sandbox_error="could not read the sandbox's view (timed out)")
     checks = by_id(run(v1_host, example("sandbox", runtime="runsc"), cell))
     assert checks["identity.uid"].status == "unknown"
     assert "timed out" in checks["identity.uid"].why
     assert checks["cgroup.memory"].status == "verified"  # the host's cgroup files still tell
+    # runsc's own record still tells what it was handed.
+    _record(v1_host)
+    checks = by_id(run(v1_host, example("sandbox", runtime="runsc"), cell))
+    assert checks["nnp"].status == "configured"
+    assert "image's reading: none" in checks["nnp"].observed
 
 
 def test_report_json_is_plain_data(v1_host: HostTree) -> None:

@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from agentcell.runtime.docker.translate import (
 from agentcell.runtime.uids import with_cell_ids
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import AgentDocument
-from agentcell.verify.facts import CellTarget, EngineRecord, SandboxView
+from agentcell.verify.facts import DOCKER_RUNTIME_STATE, CellTarget, EngineRecord, SandboxView
 from agentcell.verify.probe import Canary, CellState, ExecResult
 
 __all__ = ["LABEL_PROBE", "DockerProbeHost", "DockerProof", "ProofSubject"]
@@ -54,6 +55,10 @@ LABEL_PROBE = "org.agentcell.probe"
 CANARY_PORT = 8080
 CANARY_READY_S = 20.0
 SNAPSHOT_TIMEOUT_S = 30.0
+EXEC_READ_S = 10.0
+RUNSC_PS_TIMEOUT_S = 10.0
+# A process for verify to start by exec and read from the host; it waits to be read and killed.
+_EXEC_WAITER = ["python3", "-c", "import time; time.sleep(30)"]
 # Output a cell can send back is bounded: a hostile cell must not exhaust the host's memory.
 MAX_OUTPUT_BYTES = 4 * 1024**2
 # Runs the program that follows on stdin: exactly N bytes, so no end-of-file is needed.
@@ -173,8 +178,15 @@ class DockerProof:
         )
         sandbox: SandboxView | None = None
         problem: str | None = None
+        ps: str | None = None
+        ps_problem: str | None = None
+        exec_pid, exec_status, exec_problem = 0, None, None
         if runtime == "runsc":
             sandbox, problem = self._snapshot(container)
+            runsc = info.path if info is not None and info.path else "runsc"
+            ps, ps_problem = _runsc_ps(runsc, container.id or "")
+        else:
+            exec_pid, exec_status, exec_problem = self._exec_status(container)
         return CellTarget(
             name=subject.name,
             container=container.name or "?",
@@ -183,7 +195,51 @@ class DockerProof:
             engine=engine,
             sandbox=sandbox,
             sandbox_error=problem,
+            sandbox_ps=ps,
+            sandbox_ps_error=ps_problem,
+            exec_status=exec_status,
+            exec_pid=exec_pid,
+            exec_error=exec_problem,
         )
+
+    def _exec_status(self, container: Container) -> tuple[int, str | None, str | None]:
+        """(pid, the host's /proc/<pid>/status, or why not) of a process started by exec.
+
+        runc and crun put an exec'd process under the container's settings as they start it;
+        the host's /proc shows whether they did. The process only waits, and is killed after.
+        """
+        api = self.client.api
+        name = container.name or "?"
+        with translated("exec in", subject=name):
+            exec_id = str(api.exec_create(container.id, _EXEC_WAITER, stdout=False)["Id"])
+            api.exec_start(exec_id, detach=True)
+        deadline = time.monotonic() + EXEC_READ_S
+        pid = 0
+        try:
+            while time.monotonic() < deadline:
+                with translated("inspect exec in", subject=name):
+                    info = api.exec_inspect(exec_id)
+                pid = int(info.get("Pid") or 0)
+                if pid > 0 and info.get("Running"):
+                    try:
+                        if (container.id or "") not in Path(f"/proc/{pid}/cgroup").read_text():
+                            return pid, None, f"exec'd pid {pid} is not in the cell's cgroup"
+                        return pid, Path(f"/proc/{pid}/status").read_text(), None
+                    except OSError as exc:
+                        return pid, None, f"cannot read /proc/{pid}/status: {exc.strerror}"
+                if not info.get("Running") and info.get("ExitCode") is not None:
+                    return (
+                        pid,
+                        None,
+                        (
+                            f"the exec'd {' '.join(_EXEC_WAITER[:1])} exited {info['ExitCode']} "
+                            "before it could be read (has the image python3?)"
+                        ),
+                    )
+                time.sleep(0.05)
+            return pid, None, "the exec'd process did not start in time"
+        finally:
+            _kill_exec(pid, container.id or "")
 
     def _snapshot(self, container: Container) -> tuple[SandboxView | None, str | None]:
         """gVisor's view of the cell, read by ``assets/probe/snapshot.py`` inside it."""
@@ -218,6 +274,7 @@ class _Snapshot(pydantic.BaseModel):
     dev: str | None = None
     present: dict[str, bool] = pydantic.Field(default_factory=dict)
     no_new_privs: int | None = None
+    self_status: str | None = None
 
 
 def _sandbox_view(data: Any) -> SandboxView:
@@ -231,6 +288,7 @@ def _sandbox_view(data: Any) -> SandboxView:
         dev=snapshot.dev,
         present=MappingProxyType(dict(snapshot.present)),
         no_new_privs=None if snapshot.no_new_privs is None else snapshot.no_new_privs == 1,
+        self_status=snapshot.self_status,
     )
 
 
@@ -459,6 +517,22 @@ class DockerProbeHost:
             f"the canary {container.name} did not start listening",
             fix="check `docker logs` of a canary; agentcell's base image must have python3",
         )
+
+
+def _runsc_ps(runsc: str, container_id: str) -> tuple[str | None, str | None]:
+    """``runsc ps`` of a container under Docker's runsc state root: gVisor's process table,
+    answered by the sandbox over its control socket rather than by anything in the image."""
+    command = [runsc, "--root", str(DOCKER_RUNTIME_STATE), "ps", container_id]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=RUNSC_PS_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{' '.join(command[:4])} failed: {exc}"
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"runsc ps exited {done.returncode}: {tail[:200]}"
+    return done.stdout, None
 
 
 def _connects(host: str, port: int) -> bool:
