@@ -57,7 +57,8 @@ BATTERY = (
     "bpf", "keyctl", "perf_event_open", "io_uring", "userfaultfd", "open_by_handle_at",
     "kernel-modules", "chroot", "sethostname", "mknod", "devices", "write-rootfs",
     "write-host-mounts", "proc-sys", "sysrq-trigger", "kcore", "cgroup-release-agent",
-    "docker-socket", "raw-socket", "fork-bomb", "tmpfs-fill", "default-route", "canary",
+    "docker-socket", "raw-socket", "socket-families", "fork-bomb", "tmpfs-fill",
+    "default-route", "canary",
 )  # fmt: skip
 HOST_DRIVEN = ("memory-bomb",)
 ALL_PROBES = (*BATTERY, *HOST_DRIVEN)

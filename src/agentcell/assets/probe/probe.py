@@ -854,6 +854,52 @@ def raw_socket(cell: Cell) -> Outcome:
     return not_blocked("CAP_NET_RAW held", f"opened {', '.join(opened)}")
 
 
+# (family, type, protocol, name) of sockets a cell has no use for; each call, if it gets past
+# seccomp, makes the kernel load and run that family's code (AF_VSOCK reaches the VM host).
+_UNUSED_SOCKETS = (
+    (40, socket.SOCK_STREAM, 0, "AF_VSOCK"), (38, socket.SOCK_SEQPACKET, 0, "AF_ALG"),
+    (17, socket.SOCK_DGRAM, 0, "AF_PACKET"), (15, socket.SOCK_RAW, 2, "AF_KEY"),
+    (30, socket.SOCK_RDM, 0, "AF_TIPC"), (21, socket.SOCK_SEQPACKET, 0, "AF_RDS"),
+    (31, socket.SOCK_SEQPACKET, 0, "AF_BLUETOOTH"), (29, socket.SOCK_RAW, 1, "AF_CAN"),
+    (44, socket.SOCK_RAW, 0, "AF_XDP"), (43, socket.SOCK_STREAM, 0, "AF_SMC"),
+    (42, socket.SOCK_DGRAM, 0, "AF_QIPCRTR"), (45, socket.SOCK_DGRAM, 0, "AF_MCTP"),
+    (16, socket.SOCK_RAW, 12, "NETLINK_NETFILTER"), (16, socket.SOCK_RAW, 21, "NETLINK_CRYPTO"),
+)  # fmt: skip
+# What socket() answers when no family (or netlink protocol) of that number is reachable.
+_NO_SUCH_FAMILY = {errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT}
+
+
+@probe("socket-families", "network", "open sockets of unused families (AF_VSOCK, AF_ALG, ...)")
+def socket_families(cell: Cell) -> Outcome:
+    opened: list[str] = []
+    reached: list[str] = []
+    refused: dict[str, list[str]] = {}
+    for family, kind, proto, label in _UNUSED_SOCKETS:
+        try:
+            socket.socket(family, kind, proto).close()
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+            if err in _NO_SUCH_FAMILY or err in _REFUSED:
+                refused.setdefault(errno.errorcode.get(err, str(err)), []).append(label)
+            else:
+                # Any other answer came from the family's own code.
+                reached.append(f"{label} ({errno.errorcode.get(err, err)})")
+        else:
+            opened.append(label)
+    summary = "; ".join(f"{name}: {', '.join(labels)}" for name, labels in refused.items())
+    if opened or reached:
+        what = ", ".join(opened + reached)
+        if cell.config.sandboxed:
+            return Outcome("contained", "gVisor sentry", f"{what} inside gVisor")
+        verb = "opened" if opened else "reached"
+        return not_blocked("nothing stopped these families", f"{verb} {what}")
+    kernel = "gVisor" if cell.config.sandboxed else "the kernel"
+    mechanism = f"no such family in {kernel}"
+    if cell.seccomp == "2":
+        mechanism = f"seccomp filter, or {mechanism}"
+    return blocked(mechanism, summary)
+
+
 @probe("fork-bomb", "resources", "fork until something stops it")
 def fork_bomb(cell: Cell) -> Outcome:
     limit = cell.config.pids_limit
