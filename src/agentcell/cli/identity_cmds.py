@@ -8,6 +8,7 @@ the bodies so other commands do not pay for aiohttp, SQLAlchemy or cryptography.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -204,13 +205,17 @@ def metrics(
     """Latest value of one metric per agent, with a sparkline of recent values."""
     client = _client(state_dir, url)
     listing = client.metric(name, tenant=tenant, agent=agent, limit=points)
+    from agentcell.cli.terminal import literal, printable
+
     if json_out:
-        print(listing.model_dump_json(indent=2))
+        # json.dumps escapes every non-ASCII character, C1 controls included.
+        print(json.dumps(listing.model_dump(mode="json"), indent=2))
         return
     if not listing.series:
-        sys.stderr.write(f"no values of {name} yet\n")
+        sys.stderr.write(printable(f"no values of {name} yet") + "\n")
         if listing.available:
-            sys.stderr.write(f"metrics reported: {', '.join(listing.available)}\n")
+            # Metric names are whatever the agents reported.
+            sys.stderr.write(printable(f"metrics reported: {', '.join(listing.available)}") + "\n")
         raise typer.Exit(1)
     from rich.console import Console
     from rich.table import Table
@@ -219,7 +224,7 @@ def metrics(
     for series in listing.series:
         sequence, sampled_at, value = series.points[-1]
         table.add_row(
-            f"{series.tenant}/{series.agent}",
+            literal(f"{series.tenant}/{series.agent}"),
             f"{value:g}",
             _when(sampled_at),
             str(sequence),
@@ -239,11 +244,15 @@ def events(
     """Recent events from agents and the control plane (enrolments, revocations, ...)."""
     client = _client(state_dir, url)
     listing = client.events(tenant=tenant, agent=agent, limit=limit)
+    from agentcell.cli.terminal import printable
+
     if json_out:
-        print(listing.model_dump_json(indent=2))
+        print(json.dumps(listing.model_dump(mode="json"), indent=2))
         return
     for event in listing.events:
-        print(
+        # An event's kind and message are the agent's own text.
+        line = (
             f"{_when(event.at)}  {event.tenant}/{event.agent:<20} {event.source:<12} "
             f"{event.kind:<22} {event.message}"
         )
+        print(printable(line))

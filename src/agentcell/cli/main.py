@@ -47,7 +47,10 @@ PolicyName = Annotated[str, typer.Option("--policy", help="Policy preset to admi
 
 
 def _err(message: str) -> None:
-    sys.stderr.write(message.rstrip("\n") + "\n")
+    from agentcell.cli.terminal import printable
+
+    # Errors and warnings can quote what a cell or an image produced.
+    sys.stderr.write(printable(message.rstrip("\n")) + "\n")
 
 
 def _backend() -> DockerBackend:
@@ -118,11 +121,13 @@ def logs(
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep streaming.")] = False,
     tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
 ) -> None:
-    """Print a cell's output."""
+    """Print a cell's output (control characters but newline and tab shown as escapes)."""
+    from agentcell.cli.terminal import printable_stream
+
     out = sys.stdout.buffer
     try:
-        for chunk in _backend().logs(name, follow=follow, tail=tail):
-            out.write(chunk)
+        for text in printable_stream(_backend().logs(name, follow=follow, tail=tail)):
+            out.write(text.encode("utf-8"))
             out.flush()
     except KeyboardInterrupt:
         pass

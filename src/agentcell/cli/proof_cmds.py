@@ -155,8 +155,9 @@ def _styled(status: str) -> str:
 
 
 def _print_verify(report: VerifyReport, console: Console) -> None:
-    from rich.markup import escape
     from rich.table import Table
+
+    from agentcell.cli.terminal import literal
 
     table = Table(
         "CHECK",
@@ -165,8 +166,8 @@ def _print_verify(report: VerifyReport, console: Console) -> None:
         "OBSERVED",
         "READ FROM",
         "WHY / SOURCE",
-        title=f"verify {report.cell} ({report.container}, runtime {report.runtime})",
-        caption=f"spec: {report.spec_source}; read in {report.elapsed_ms:.0f} ms",
+        title=literal(f"verify {report.cell} ({report.container}, runtime {report.runtime})"),
+        caption=literal(f"spec: {report.spec_source}; read in {report.elapsed_ms:.0f} ms"),
         box=None,
     )
     for check in report.checks:
@@ -174,10 +175,10 @@ def _print_verify(report: VerifyReport, console: Console) -> None:
         table.add_row(
             check.id,
             _styled(check.status),
-            escape(check.expected),
-            escape(check.observed),
+            literal(check.expected),
+            literal(check.observed),
             _BASIS[check.basis],
-            escape(note),
+            literal(note),
         )
     console.print(table)
     tally: dict[str, int] = {}
@@ -192,33 +193,36 @@ def _print_probe(report: ProbeReport, console: Console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from agentcell.cli.terminal import literal, printable
+
     table = Table(
         "PROBE",
         "CATEGORY",
         "RESULT",
         "MECHANISM",
         "DETAIL",
-        title=f"probe {report.cell} ({report.container}, runtime {report.runtime})",
+        title=literal(f"probe {report.cell} ({report.container}, runtime {report.runtime})"),
         caption=f"{len(report.results)} probes in {report.elapsed_s:.1f} s",
         box=None,
     )
     for result in report.results:
+        # The probe program runs with the cell's interpreter: all of its text is the cell's.
         table.add_row(
-            result.id,
-            result.category,
+            literal(result.id),
+            literal(result.category),
             _styled(result.status),
-            escape(result.mechanism),
-            escape(result.detail),
+            literal(result.mechanism),
+            literal(result.detail),
         )
     console.print(table)
     for note in report.notes:
-        console.print(f"note: {escape(note)}")
+        console.print(f"note: {escape(printable(note))}")
     tally: dict[str, int] = {}
     for result in report.results:
         tally[result.status] = tally.get(result.status, 0) + 1
     summary = ", ".join(f"{count} {status}" for status, count in sorted(tally.items()))
     if report.cell_died is not None:
-        verdict = f"[bold red]CELL DIED[/bold red] ({escape(report.cell_died)})"
+        verdict = f"[bold red]CELL DIED[/bold red] ({escape(printable(report.cell_died))})"
     elif report.ok:
         verdict = "[green]OK[/green]"
     else:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from rich.console import Console
 from rich.table import Table
 
+from agentcell.cli.terminal import literal
 from agentcell.runtime.cells import Cell
 from agentcell.runtime.docker.host import HostFacts
 from agentcell.spec.units import format_bytes
@@ -24,7 +25,7 @@ def cells_table(cells: Iterable[Cell]) -> Table:
     table = Table("TENANT", "AGENT", "STATE", "HEALTH", "RUNTIME", "CPUS", "MEMORY", "SWAP", "PIDS",
                   "EXCEPTIONS", "IMAGE", box=None)  # fmt: skip
     for cell in cells:
-        table.add_row(
+        fields = (
             cell.tenant,
             cell.agent,
             cell.state,
@@ -37,6 +38,8 @@ def cells_table(cells: Iterable[Cell]) -> Table:
             ",".join(cell.exceptions) or "-",
             _image(cell),
         )
+        # Most fields are read from the container's labels, which the engine took as given.
+        table.add_row(*(literal(field) for field in fields))
     return table
 
 
@@ -51,9 +54,9 @@ def _image(cell: Cell) -> str:
 
 def settings_table(name: str, settings: Mapping[str, str]) -> Table:
     """``agentcell inspect``."""
-    table = Table("SETTING", "VALUE", title=f"effective settings of {name}", box=None)
+    table = Table("SETTING", "VALUE", title=literal(f"effective settings of {name}"), box=None)
     for key, value in settings.items():
-        table.add_row(key, value)
+        table.add_row(literal(key), literal(value))
     return table
 
 

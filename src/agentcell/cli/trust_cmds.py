@@ -202,7 +202,10 @@ def image_verify(
         return
     print(f"verified  {parsed.by_digest(verified.digest)}")
     print(f"signed by {verified.key.describe()}")
-    print(f"payload   docker-reference={verified.payload.docker_reference}")
+    from agentcell.cli.terminal import printable
+
+    # The payload is the signer's text.
+    print(printable(f"payload   docker-reference={verified.payload.docker_reference}"))
 
 
 def _registry_reference(text: str) -> ImageReference:
@@ -276,13 +279,16 @@ def _print_report(result: ImageReport, json_out: bool) -> None:
     kinds: tuple[Capability, ...] = ("shell", "package-manager", "compiler")
     print(f"image     {result.reference} ({result.image_id[:19]})")
     print(f"size      {result.size_bytes / 2**20:.1f} MiB, {result.file_count} files")
-    print(f"programs  {len(result.programs)}: {' '.join(result.programs[:12])}")
+    from agentcell.cli.terminal import printable
+
+    # Program names are file names in the image, which its author chose.
+    print(printable(f"programs  {len(result.programs)}: {' '.join(result.programs[:12])}"))
     for kind in kinds:
         names = found.get(kind, ())
         state = ", ".join(names) if names else "none"
         if names and kind in result.allowed:
             state += " (allowed)"
-        print(f"{kind:16}{state}")
+        print(printable(f"{kind:16}{state}"))
 
 
 def _capabilities(values: list[str]) -> tuple[Capability, ...]:
