@@ -1,6 +1,9 @@
 """The bodies of the control plane's HTTP API: pydantic models at the boundary.
 
-Every request body is validated here before anything else sees it; unknown fields are errors.
+Every request body is validated here before anything else sees it; unknown fields are errors,
+and so are numbers that are not finite (``NaN``, ``Infinity``, ``-Infinity``, or ``1e999``,
+which parses to infinity): JSON has no such numbers, SQLite stores NaN as NULL, and one of them
+stored would break every reader of that metric.
 No body carries a tenant or agent for an agent endpoint: those come from the verified client
 certificate. Times are seconds since the Unix epoch (UTC), which the standard-library agent
 handles without a date parser.
@@ -8,9 +11,18 @@ handles without a date parser.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AgentEvent",
@@ -42,7 +54,9 @@ __all__ = [
 
 MAX_BATCH = 1000
 MAX_METRICS = 256
-MAX_SEQUENCE = 2**62
+# The largest integer every JSON parser holds exactly (JavaScript's MAX_SAFE_INTEGER); the
+# stored last sequence + 1 stays far inside SQLite's and PostgreSQL's 64-bit integers.
+MAX_SEQUENCE = 2**53 - 1
 
 DnsLabel = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", min_length=1, max_length=40)
@@ -56,7 +70,7 @@ Pem = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # -- agent endpoints -----------------------------------------------------------------------
@@ -274,6 +288,24 @@ class TenantConfigRequest(_Body):
     """A tenant's whole new configuration."""
 
     config: dict[str, JsonValue] = Field(max_length=256)
+
+    @field_validator("config")
+    @classmethod
+    def _finite_numbers(cls, config: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # JsonValue takes NaN and Infinity as they come; agents' JSON parsers would not.
+        if not _finite(config):
+            raise ValueError("the configuration holds a number that is not finite")
+        return config
+
+
+def _finite(value: JsonValue) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
 
 
 class ErrorBody(_Body):

@@ -13,6 +13,7 @@ what the sparkline and Prometheus want anyway.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -540,8 +541,15 @@ class Store:
                     .limit(limit)
                 ).all()
                 for sequence, sampled_at, text in reversed(rows):
-                    value = json.loads(text).get(name)
-                    if isinstance(value, int | float):
+                    value = _loads(text).get(name)
+                    # Skipped, not shown: a NaN or infinity stored before reports were checked
+                    # for them would otherwise break this metric for every reader.
+                    if (
+                        isinstance(value, int | float)
+                        and math.isfinite(value)
+                        and sampled_at is not None
+                        and math.isfinite(sampled_at)
+                    ):
                         points.append(
                             MetricPoint(
                                 tenant=owner,
@@ -572,7 +580,7 @@ class Store:
                         metric_reports.c.sequence == sequence,
                     )
                 ).scalar_one()
-                names.update(json.loads(text))
+                names.update(_loads(text))
         return sorted(names)
 
     def events(
@@ -597,6 +605,7 @@ class Store:
                 message=row.message,
             )
             for row in reversed(rows)
+            if row.at is not None and math.isfinite(row.at)  # as for metrics: unreadable
         ]
 
     # -- tenant configuration ----------------------------------------------------------------
@@ -631,6 +640,15 @@ class Store:
             return {}, 0
         loaded = json.loads(row.config)
         return (loaded if isinstance(loaded, dict) else {}), int(row.version)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    """A stored metrics object; an unreadable or non-object one reads as empty."""
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _fields(record: CertificateRecord | EventRow) -> dict[str, Any]:

@@ -116,3 +116,30 @@ def test_tenant_config_versions(store: Store) -> None:
 def test_unsupported_or_malformed_urls_are_clear_errors() -> None:
     with pytest.raises(StorageError):
         Store.open("not a url")
+
+
+def test_readers_skip_values_that_are_not_finite(store: Store) -> None:
+    """Stored by a server that did not refuse them yet: they must not break every reader."""
+    store.enrol_agent("acme", "probe", now=1.0)
+    rows = [
+        MetricRow(tenant="acme", agent="probe", sequence=s, sampled_at=float(s), metrics={"x": v})
+        for s, v in ((1, 1.0), (2, float("nan")), (3, float("inf")), (4, float("-inf")), (5, 5.0))
+    ]
+    rows.append(
+        MetricRow(tenant="acme", agent="probe", sequence=6, sampled_at=float("inf"), metrics={})
+    )
+    store.store_reports(rows, (), now=2.0)
+    store.add_event(
+        EventRow(
+            tenant="acme",
+            agent="probe",
+            sequence=7,
+            at=float("inf"),
+            source="agent",
+            kind="odd",
+            message="from the future",
+        )
+    )
+    assert [p.value for p in store.metric_series("x", tenant="acme")] == [1.0, 5.0]
+    assert store.metric_names(tenant="acme") == []  # the newest report carries none
+    assert [e.kind for e in store.events(tenant="acme")] == []
