@@ -10,6 +10,10 @@ own, removed afterwards). In the same run, each measurement has a raw baseline:
 
 Runs alternate between what is measured and its baseline, so drift on a shared machine hits
 both alike. Medians are quoted. Usage: python bench/verify.py [--runs 20] [--probe-runs 3]
+
+``--gvisor-pids`` instead measures what gVisor itself takes of a runsc cell's pids limit (the
+numbers behind rule AC-037): host pids of an idle sandbox, after the first exec, and per
+process in the cell, read from the cell's pids cgroup.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from agentcell.errors import AdmissionError, Error
 from agentcell.policy import AdmittedSpec, admit, preset
+from agentcell.policy.rules import GVISOR_MIN_PIDS
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.proof import DockerProof, ProofSubject
 from agentcell.spec.load import SpecDocument, load_paths
@@ -37,6 +42,7 @@ from stats import summary, timed_ms
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "verify.json"
+GVISOR_PIDS_RESULTS = REPO / "bench" / "results" / "gvisor-pids.json"
 RUNTIMES = ("runc", "crun", "runsc")
 EXAMPLES = ("sandbox", "monitor-agent")
 
@@ -47,7 +53,7 @@ def for_runtime(doc: SpecDocument, runtime: str, tenant: str) -> SpecDocument:
     update: dict[str, object] = {"security": spec.security.model_copy(update={"runtime": runtime})}
     if runtime == "runsc":
         update["resources"] = spec.resources.model_copy(
-            update={"pids": max(spec.resources.pids, 128)}
+            update={"pids": max(spec.resources.pids, GVISOR_MIN_PIDS)}
         )
         if spec.host.mounts:
             update["host"] = HostAccess()
@@ -122,11 +128,91 @@ def measure_probe(proof: DockerProof, found: ProofSubject, runs: int) -> dict[st
     return {"battery": summary(battery), "empty_exec": summary(floor), "statuses": statuses}
 
 
+def _pids_current(container_id: str) -> int:
+    for path in (
+        Path(f"/sys/fs/cgroup/pids/docker/{container_id}/pids.current"),
+        Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/pids.current"),
+    ):
+        if path.exists():
+            return int(path.read_text())
+    raise Error(f"no pids cgroup found for container {container_id[:12]}")
+
+
+def measure_gvisor_pids(backend: DockerBackend, settle_s: float = 4.0) -> dict[str, Any]:
+    """Host pids a runsc cell uses: idle, after the first exec, and per cell process."""
+    client = backend.client
+    name = f"agentcell-bench-pids-{secrets.token_hex(3)}"
+    container = client.containers.run(
+        "agentcell/sandbox:0.1.0",
+        ["sleep", "600"],
+        name=name,
+        detach=True,
+        runtime="runsc",
+        network_mode="none",
+        user="65534:65534",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        pids_limit=2048,
+    )
+    try:
+        cid = container.id or ""
+        time.sleep(settle_s)
+        idle = _pids_current(cid)
+        container.exec_run(["sh", "-c", "sleep 600"], detach=True)
+        time.sleep(settle_s)
+        first_exec = _pids_current(cid)
+        steps = []
+        for count in (5, 10, 20):
+            before = _pids_current(cid)
+            script = f"for i in $(seq {count}); do sleep 600 & done; wait"
+            container.exec_run(["sh", "-c", script], detach=True)
+            time.sleep(settle_s)
+            after = _pids_current(cid)
+            # The batch is `count` sleeps plus the shell that started them.
+            steps.append({"processes": count + 1, "pids": after - before})
+    finally:
+        container.remove(force=True)
+    per_process = [step["pids"] / step["processes"] for step in steps]
+    return {
+        "idle": idle,
+        "after_first_exec": first_exec,
+        "batches": steps,
+        "per_process": max(per_process),
+    }
+
+
+def gvisor_pids_main(backend: DockerBackend) -> int:
+    if backend.facts.runtime("runsc") is None:
+        print("runsc is not registered with this engine", file=sys.stderr)
+        return 1
+    row = measure_gvisor_pids(backend)
+    print(f"{'gVisor (runsc, ptrace) host pids':36} {'pids':>6}")
+    print(f"{'idle sandbox':36} {row['idle']:6d}")
+    print(f"{'after the first exec (sh + sleep)':36} {row['after_first_exec']:6d}")
+    for step in row["batches"]:
+        print(f"{'+' + str(step['processes']) + ' processes':36} {step['pids']:+6d}")
+    print(f"{'per cell process (max)':36} {row['per_process']:6.1f}")
+    print(f"AC-037 requires pids >= {GVISOR_MIN_PIDS} under runsc")
+    GVISOR_PIDS_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    GVISOR_PIDS_RESULTS.write_text(json.dumps(row, indent=2))
+    print(f"wrote {GVISOR_PIDS_RESULTS}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="verify runs per cell")
     parser.add_argument("--probe-runs", type=int, default=3, help="battery runs per runtime")
+    parser.add_argument(
+        "--gvisor-pids", action="store_true", help="measure gVisor's share of the pids limit"
+    )
     options = parser.parse_args()
+    if options.gvisor_pids:
+        engine = DockerBackend.connect()
+        try:
+            return gvisor_pids_main(engine)
+        finally:
+            engine.close()
 
     backend = DockerBackend.connect()
     proof = DockerProof(backend)

@@ -10,6 +10,7 @@ import pytest
 
 from agentcell.errors import AdmissionError
 from agentcell.policy import AdmittedSpec, admit, preset
+from agentcell.policy.rules import GVISOR_MIN_PIDS
 from agentcell.runtime.docker.proof import DockerProof, ProofSubject
 from agentcell.spec.load import SpecDocument
 from agentcell.spec.model import AgentDocument, HostAccess
@@ -33,16 +34,17 @@ def for_runtime(doc: SpecDocument, runtime: str, tenant: str) -> SpecDocument:
     * the monitor agent reads gVisor's own /proc, because a bind of the host's /proc or /sys
       is not readable inside the sandbox (the gofer answers EINVAL), so the agent would only
       ever report errors;
-    * pids is at least 128, because with the ptrace platform the host's pids limit also
-      counts the sentry's ~40 threads and its stub processes, and at 64 a few execs (a
-      healthcheck, verify's snapshot) exhaust it and end the sandbox.
+    * pids is at least AC-037's minimum, because with the ptrace platform the host's pids
+      limit also counts the sentry's ~40 threads and a stub per process, and at 128 a few
+      execs (a healthcheck, verify's snapshot, the probe) exhaust it and end the sandbox.
     """
     document: AgentDocument = doc.document
     spec = document.spec
     security = spec.security.model_copy(update={"runtime": runtime})
     update: dict[str, object] = {"security": security}
     if runtime == "runsc":
-        resources = spec.resources.model_copy(update={"pids": max(spec.resources.pids, 128)})
+        pids = max(spec.resources.pids, GVISOR_MIN_PIDS)
+        resources = spec.resources.model_copy(update={"pids": pids})
         update["resources"] = resources
         if spec.host.mounts:
             update["host"] = HostAccess()
