@@ -100,6 +100,9 @@ def test_on_runsc_the_limits_end_the_sandbox_not_the_host(
     assert results["fork-bomb"].status == "blocked", results["fork-bomb"]
     assert results["memory-bomb"].status == "blocked", results["memory-bomb"]
     assert "whole cell" in results["memory-bomb"].mechanism
+    # The limits held, but by ending the cell: the run is a failure and says so.
+    assert not report.ok
+    assert report.cell_died is not None
 
 
 @pytest.mark.parametrize("runtime", ["runc", "crun"])
