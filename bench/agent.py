@@ -171,8 +171,12 @@ def main() -> int:
         spec.write_text(SPEC.format(image=image))
         (doc,) = load_paths([spec])
         admitted = admit(doc, preset("monitoring-agent"))
-        identity = prepare_cell(admitted, admin)
-        cell = backend.up(admitted, extra_mounts=identity.mounts, extra_env=identity.env).cell
+        with backend.uid_allocation([admitted]) as uids:
+            uid = uids[admitted.doc.document.key]
+            identity = prepare_cell(admitted, admin, uid=(uid, uid))
+            cell = backend.up(
+                admitted, extra_mounts=identity.mounts, extra_env=identity.env, uid=uid
+            ).cell
         client.containers.run(
             image,
             ["python3", "-c", "import time\nwhile True: time.sleep(1)"],

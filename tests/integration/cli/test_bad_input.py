@@ -11,6 +11,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from agentcell.runtime.docker.translate import container_name, network_name
+
 from tests.conftest import Created
 
 AGENTCELL = Path(sys.executable).with_name("agentcell")
@@ -111,7 +113,7 @@ def test_name_collision_in_the_specs(
 def test_name_collision_with_a_foreign_container(
     docker_client: docker.DockerClient, created: Created, tmp_path: Path, tenant: str
 ) -> None:
-    name = created.container(f"agentcell-{tenant}-victim")
+    name = created.container(container_name(tenant, "victim"))
     docker_client.containers.create("agentcell/base:bookworm", ["true"], name=name)
     result = up(write(tmp_path, spec(tenant)))
     assert result.returncode == 2
@@ -124,9 +126,10 @@ def test_name_collision_with_a_foreign_container(
 def test_runsc_with_a_network_is_refused_on_this_host(
     docker_client: docker.DockerClient, tmp_path: Path, tenant: str
 ) -> None:
-    extra = "  network: backend\n  security:\n    runtime: runsc\n"
+    # pids leaves gVisor's own threads room, so the refusal is about the network alone.
+    extra = "  network: backend\n  resources: {pids: 512}\n  security:\n    runtime: runsc\n"
     result = up(write(tmp_path, spec(tenant, extra=extra)))
     assert result.returncode == 3, result.stderr
     assert "runs without networking on this host" in result.stderr
     assert cells_of(docker_client, tenant) == []
-    assert docker_client.networks.list(names=[f"agentcell-{tenant}-backend"]) == []
+    assert docker_client.networks.list(names=[network_name(tenant, "backend")]) == []

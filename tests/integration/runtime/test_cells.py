@@ -16,6 +16,7 @@ from agentcell.errors import HostError
 from agentcell.policy import AdmittedSpec, admit
 from agentcell.runtime.cells import Cell
 from agentcell.runtime.docker.backend import DockerBackend
+from agentcell.runtime.uids import UID_RANGE
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import RuntimeName
 from tests.policies import AdmitAll
@@ -117,7 +118,10 @@ def test_example_cell_matches_its_spec(
 
     # What the engine holds.
     host_config = container.attrs["HostConfig"]
-    assert container.attrs["Config"]["User"] == f"{spec.security.user}:{spec.security.group}"
+    # The cell runs as a host uid of its own from agentcell's range, recorded on the cell.
+    cell_uid = int(container.labels["org.agentcell.uid"])
+    assert cell_uid in UID_RANGE
+    assert container.attrs["Config"]["User"] == f"{cell_uid}:{cell_uid}"
     assert host_config["CapDrop"] == ["ALL"]
     assert not host_config["CapAdd"]
     assert host_config["ReadonlyRootfs"] is True
@@ -152,7 +156,7 @@ def test_example_cell_matches_its_spec(
 
     # What the process sees inside the cell.
     status = status_fields(read_in_cell(container, "/proc/self/status"))
-    uid, gid = str(spec.security.user), str(spec.security.group)
+    uid = gid = str(cell_uid)
     assert status["Uid"].split() == [uid] * 4
     assert status["Gid"].split() == [gid] * 4
     assert int(status["CapEff"], 16) == 0

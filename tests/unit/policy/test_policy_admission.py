@@ -230,7 +230,8 @@ def test_tenant_requirement_is_carried_by_the_preset(
     policy = preset("monitoring-agent", tenant=TenantPolicy(required_runtime="runsc"))
     with pytest.raises(AdmissionError, match="AC-035"):
         admit(spec_doc(), policy)
-    assert admit(spec_doc({"spec": {"security": {"runtime": "runsc"}}}), policy)
+    runsc = {"security": {"runtime": "runsc"}, "resources": {"pids": 256}}  # AC-037's headroom
+    assert admit(spec_doc({"spec": runsc}), policy)
 
 
 def test_except_findings_leaves_unrelated_findings_alone() -> None:

@@ -106,7 +106,8 @@ class DockerBackend:
             ImageError: the image is not on this host.
             BackendError: the engine refused to create or start the cell.
         """
-        if uid is None and admitted.doc.document.spec.security.user is None:
+        if uid is None:
+            # Also for a pinned uid: the allocation refuses one another tenant's cell holds.
             with self.uid_allocation([admitted]) as uids:
                 return self._up(admitted, image, extra_mounts, extra_env, image_trust, uids)
         key = admitted.doc.document.key

@@ -47,8 +47,11 @@ BASE_REPOSITORY = "agentcell/base"
 BASE_IMAGE = f"{BASE_REPOSITORY}:bookworm"
 # The tag of every image built here; kept equal to the package version, which the examples name.
 IMAGE_VERSION = "0.1.0"
-# Every image built here carries this label, with the image's name as the value.
-IMAGE_LABEL = "org.agentcell.image"
+# Every image built here carries this label, with the image's name as the value. Not under
+# org.agentcell.*: those labels are agentcell's record on a cell, and admission refuses images
+# that carry any (an image must not be able to claim to be a cell).
+IMAGE_LABEL = "org.opencontainers.image.title"
+_RESERVED_PREFIX = "org.agentcell."
 
 # mmdebstrap's essential variant is the smallest Debian that still has sh and coreutils, which
 # sandbox users and `docker exec` read-backs need; python3 (not python3-minimal) brings the stdlib.
@@ -84,6 +87,8 @@ class BuiltImage:
     reference: str
     image_id: str
     size_bytes: int
+    reserved_labels: tuple[str, ...] = ()
+    """``org.agentcell.*`` labels the image carries (an older agentcell set one)."""
 
 
 def image_names() -> list[str]:
@@ -180,9 +185,13 @@ def _ensure_base(
     reference = f"{BASE_REPOSITORY}:{suite}"
     if not force:
         existing = _find(client, reference)
-        if existing is not None:
+        if existing is not None and not existing.reserved_labels:
             progress(f"{reference}: present ({existing.size_bytes / 1e6:.0f} MB)")
             return existing
+        if existing is not None:
+            # Built by an older agentcell with an org.agentcell.* label, which every image
+            # FROM it inherits and admission refuses; a build cannot remove a label.
+            progress(f"{reference}: rebuilding (it carries {', '.join(existing.reserved_labels)})")
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise HostError(
@@ -334,6 +343,7 @@ def _find(client: docker.DockerClient, reference: str) -> BuiltImage | None:
         reference=reference,
         image_id=str(image.id),
         size_bytes=int(image.attrs.get("Size", 0)),
+        reserved_labels=tuple(sorted(k for k in image.labels if k.startswith(_RESERVED_PREFIX))),
     )
 
 
