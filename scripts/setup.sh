@@ -8,7 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 AGENTCELL_STEP=setup
 
-PACKAGES=(docker.io crun runsc mmdebstrap docker-registry curl)
+# golang-github-docker-docker-dev ships the engine's default seccomp profile, from which
+# scripts/gen-seccomp-strict.py derives the strict one; a unit test checks they still agree.
+PACKAGES=(docker.io crun runsc mmdebstrap docker-registry curl golang-github-docker-docker-dev)
 DAEMON_JSON=/etc/docker/daemon.json
 # runsc's own network stack fails on these hosts and its KVM platform hangs: ptrace, no network.
 RUNTIMES_JSON='{
