@@ -54,10 +54,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(home: Path, port: int, agents: int) -> subprocess.Popen[bytes]:
+    # Every simulated agent connects from 127.0.0.1, where real agents would each be a peer of
+    # their own: lift the per-peer limits to the number of agents (and their enrolments).
+    limits = {
+        "AGENTCELL_MAX_CONNECTIONS_PER_PEER": str(max(64, 2 * agents)),
+        "AGENTCELL_ENROL_BURST": str(max(10, agents)),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "agentcell.controlplane", "--listen", f"127.0.0.1:{port}"],
-        env={**os.environ, "AGENTCELL_HOME": str(home)},
+        env={**os.environ, "AGENTCELL_HOME": str(home), **limits},
         stdout=subprocess.PIPE,
         stderr=open(home / "server.log", "wb"),  # noqa: SIM115 - the child owns it
         stdin=subprocess.DEVNULL,
@@ -231,7 +237,7 @@ def main() -> int:
         paths = ControlPlanePaths.from_environ({"AGENTCELL_HOME": str(home)})
         init_state(paths, trust_domain="bench.local")
         port = free_port()
-        server = start_server(home, port)
+        server = start_server(home, port, options.agents)
         admin = AdminClient(
             ClientSettings.from_environ(
                 {"AGENTCELL_HOME": str(home)}, url=f"https://127.0.0.1:{port}"

@@ -13,6 +13,10 @@ Who is calling is decided here and nowhere else:
 One route table drives both the router and the OpenAPI document, so the two cannot drift.
 Handlers are thin: they authenticate, validate the body with :mod:`~agentcell.controlplane.api`
 and call :class:`~agentcell.controlplane.service.ControlPlane` on a worker thread.
+
+Abuse is bounded here too: a request body must arrive within ``request_body_timeout`` (408
+and the connection closed otherwise), and enrolment and renewal attempts are rate-limited per
+peer (429 with ``Retry-After``, before any database work).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from aiohttp import web
 
 from agentcell.controlplane import api
 from agentcell.controlplane.ingest import ReportWriter
+from agentcell.controlplane.limits import PeerRateLimiter
+from agentcell.controlplane.listeners import GuardedConnection, peer_of
 from agentcell.controlplane.service import Caller, ControlPlane
 from agentcell.controlplane.store import StorageError
 from agentcell.controlplane.telemetry import CONTENT_TYPE
@@ -50,7 +56,6 @@ Auth = Literal["mtls", "join-token", "admin", "none"]
 T = TypeVar("T")
 Handler = Callable[["Handlers", web.Request], Awaitable[web.StreamResponse]]
 
-MAX_BODY = 4 * 1024 * 1024
 REVOCATION_REFRESH_S = 5.0
 _IDENTITY_HINTS = ("tenant", "agent")
 _HEADER_HINTS = ("x-agentcell-tenant", "x-agentcell-agent", "x-tenant", "x-agent")
@@ -131,10 +136,21 @@ ROUTES: tuple[Route, ...] = (
 class HTTPProblem(Exception):
     """An answer with an error status; raised by handlers, turned into JSON by middleware."""
 
-    def __init__(self, status: int, error: str, *, reason: str, fix: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        *,
+        reason: str,
+        fix: str | None = None,
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.body = api.ErrorBody(error=error, reason=reason, fix=fix)
+        self.headers = headers or {}
+        self.close = close
 
 
 def _json(model: pydantic.BaseModel, status: int = 200) -> web.Response:
@@ -183,12 +199,63 @@ class Handlers:
             weakref.WeakKeyDictionary()
         )
         self._stored_requests = service.telemetry.report_requests.labels(outcome="stored")
+        limits = service.settings.limits
+        self.body_timeout = limits.request_body_timeout
+        self.enrol_attempts = PeerRateLimiter(
+            burst=limits.enrol_burst, per_minute=limits.enrol_per_minute
+        )
+        self.renew_attempts = PeerRateLimiter(
+            burst=limits.enrol_burst, per_minute=limits.enrol_per_minute
+        )
 
     async def _read(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.readers, call)
 
     async def _write(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.writer, call)
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole request body, which must arrive within the body timeout.
+
+        Raises:
+            HTTPProblem: 408 (and the connection is closed) when it is too slow.
+        """
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await request.read()
+        except TimeoutError as exc:
+            self.service.telemetry.connection_timeouts.labels(phase="request_body").inc()
+            log.info(
+                "closed a connection from %s: request body not received within %g s",
+                peer_of(request.transport),
+                self.body_timeout,
+            )
+            raise HTTPProblem(
+                408,
+                f"the request body did not arrive within {self.body_timeout:g} s",
+                reason="request_timeout",
+                close=True,
+            ) from exc
+
+    def _limit_attempts(self, limiter: PeerRateLimiter, peer: str, what: str) -> None:
+        """Refuse an attempt over the peer's rate, before any database work.
+
+        Raises:
+            HTTPProblem: 429 with Retry-After.
+        """
+        now = time.monotonic()
+        if limiter.allow(peer, now=now):
+            return
+        self.service.telemetry.enrol_failures.labels(reason="rate_limited").inc()
+        wait = max(1, round(limiter.retry_after(peer, now=now)))
+        log.warning("too many %s attempts from %s; refusing for %d s", what, peer, wait)
+        raise HTTPProblem(
+            429,
+            f"too many {what} attempts from {peer}",
+            reason="rate_limited",
+            fix=f"wait {wait} s; a cell that keeps failing needs `agentcell up` again",
+            headers={"Retry-After": str(wait)},
+        )
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -292,9 +359,11 @@ class Handlers:
     # -- agent endpoints ---------------------------------------------------------------------
 
     async def enrol(self, request: web.Request) -> web.Response:
-        body = api.EnrolRequest.model_validate_json(await request.read())
+        peer = peer_of(request.transport)
+        self._limit_attempts(self.enrol_attempts, peer, "enrolment")
+        body = api.EnrolRequest.model_validate_json(await self._body(request))
         try:
-            answer = await self._write(lambda: self.service.enrol(body))
+            answer = await self._write(lambda: self.service.enrol(body, peer=peer))
         except EnrolmentRefused as exc:
             log.warning("enrolment refused: %s", exc.what)
             raise HTTPProblem(403, exc.what, reason=exc.reason, fix=exc.fix) from exc
@@ -302,7 +371,10 @@ class Handlers:
 
     async def renew(self, request: web.Request) -> web.Response:
         caller = self.caller(request)
-        body = api.RenewRequest.model_validate_json(await request.read())
+        # Keyed by identity, not connection: each renewal revokes the certificate it replaces,
+        # so a loop of renewals would otherwise be a loop of writes.
+        self._limit_attempts(self.renew_attempts, caller.identity.key, "renewal")
+        body = api.RenewRequest.model_validate_json(await self._body(request))
         try:
             answer = await self._write(lambda: self.service.renew(caller, body))
         except EnrolmentRefused as exc:
@@ -311,7 +383,7 @@ class Handlers:
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         caller = self.caller(request)
-        raw = await request.read()
+        raw = await self._body(request)
         if raw.strip():
             api.HeartbeatRequest.model_validate_json(raw)
         return _json(await self._write(lambda: self.service.heartbeat(caller)))
@@ -320,7 +392,7 @@ class Handlers:
         started = time.perf_counter()
         caller = self.caller(request)
         try:
-            batch = api.ReportBatch.model_validate_json(await request.read())
+            batch = api.ReportBatch.model_validate_json(await self._body(request))
         except pydantic.ValidationError:
             self.service.telemetry.report_requests.labels(outcome="invalid").inc()
             raise
@@ -345,7 +417,7 @@ class Handlers:
 
     async def join_token(self, request: web.Request) -> web.Response:
         self.require_admin(request)
-        body = api.JoinTokenRequest.model_validate_json(await request.read())
+        body = api.JoinTokenRequest.model_validate_json(await self._body(request))
         return _json(await self._write(lambda: self.service.issue_token(body)), status=201)
 
     async def admin_cells(self, request: web.Request) -> web.Response:
@@ -360,7 +432,7 @@ class Handlers:
 
     async def admin_revoke(self, request: web.Request) -> web.Response:
         self.require_admin(request)
-        body = api.RevokeRequest.model_validate_json(await request.read())
+        body = api.RevokeRequest.model_validate_json(await self._body(request))
         answer = await self._write(lambda: self.service.revoke(body))
         if not answer.revoked:
             raise HTTPProblem(
@@ -400,7 +472,7 @@ class Handlers:
     async def admin_put_config(self, request: web.Request) -> web.Response:
         self.require_admin(request)
         tenant = _label_param(request, "tenant") or ""
-        body = api.TenantConfigRequest.model_validate_json(await request.read())
+        body = api.TenantConfigRequest.model_validate_json(await self._body(request))
         return _json(await self._write(lambda: self.service.set_tenant_config(tenant, body)))
 
     async def prometheus(self, request: web.Request) -> web.Response:
@@ -417,6 +489,15 @@ class Handlers:
         return web.json_response({"status": "ok"})
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    async def flush_refusals(self, *, every: float) -> None:
+        """Record the refused-enrolment summaries whose window has ended, now and then."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._write(self.service.flush_refusals)
+            except StorageError as exc:
+                log.warning("cannot record refused enrolments: %s", exc.what)
 
     async def refresh_revocations(self) -> None:
         """Reload revocations now and then, for control planes that share a database."""
@@ -437,11 +518,22 @@ class Handlers:
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """The outermost handler: every failure becomes a JSON error body with a reason."""
+    """The outermost handler: every failure becomes a JSON error body with a reason.
+
+    It also tells the connection (when it came through our listeners) that a whole request
+    head has arrived, which stops its head timer until the answer is given.
+    """
+    connection = request.transport.get_protocol() if request.transport is not None else None
+    if isinstance(connection, GuardedConnection):
+        connection.request_started()
     try:
         return await handler(request)
     except HTTPProblem as problem:
-        return _json(problem.body, status=problem.status)
+        answer = _json(problem.body, status=problem.status)
+        answer.headers.update(problem.headers)
+        if problem.close:
+            answer.force_close()
+        return answer
     except pydantic.ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
         where = ".".join(str(part) for part in first.get("loc", ()))
@@ -465,12 +557,17 @@ async def _errors(
     except Exception:  # the outermost HTTP handler: log it, answer 500, keep serving
         log.exception("unexpected error in %s %s", request.method, request.path)
         return _json(api.ErrorBody(error="internal error", reason="internal"), status=500)
+    finally:
+        if isinstance(connection, GuardedConnection):
+            connection.request_finished()
 
 
 def build_app(service: ControlPlane, *, admin_token: str) -> web.Application:
     """The aiohttp application for ``service``; its handlers close with the app."""
     handlers = Handlers(service, admin_token=admin_token)
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[_errors], client_max_size=service.settings.limits.max_body_bytes
+    )
     for route in ROUTES:
         bound: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(
             handlers, route.handler
@@ -478,9 +575,19 @@ def build_app(service: ControlPlane, *, admin_token: str) -> web.Application:
         app.router.add_route(route.method, route.path, bound)
 
     async def background(app: web.Application) -> Any:
-        task = asyncio.create_task(handlers.refresh_revocations())
+        window = service.settings.limits.enrol_refusal_window
+        tasks = [
+            asyncio.create_task(handlers.refresh_revocations()),
+            asyncio.create_task(handlers.flush_refusals(every=min(1.0, window / 4))),
+        ]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
+        try:
+            # Refusals of windows still open are recorded too, rather than lost at shutdown.
+            await handlers._write(lambda: service.flush_refusals(final=True))
+        except StorageError as exc:
+            log.warning("cannot record refused enrolments: %s", exc.what)
         handlers.close()
 
     app.cleanup_ctx.append(background)

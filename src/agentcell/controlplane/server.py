@@ -4,6 +4,9 @@ It listens on a TCP address (default 127.0.0.1:8443) for the CLI, Prometheus and
 have a network, and on a Unix socket in the run directory for agents in cells, which mount only
 that socket's directory. Both listeners speak the same TLS: the client certificate is asked for
 (``CERT_OPTIONAL``) and, when sent, verified against the CA by OpenSSL before any handler runs.
+Both are :class:`~agentcell.controlplane.listeners.Listeners`, which enforce the connection
+limits and timeouts of :class:`~agentcell.controlplane.settings.ServerLimits`, and every log
+line goes through a :class:`~agentcell.controlplane.lograte.RepeatFilter`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pathlib import Path
 from aiohttp import web
 
 from agentcell.controlplane.app import build_app
+from agentcell.controlplane.listeners import Listeners
+from agentcell.controlplane.lograte import RepeatFilter, rate_limited_logging
 from agentcell.controlplane.service import ControlPlane
 from agentcell.controlplane.settings import ControlPlanePaths, ServerSettings
 from agentcell.controlplane.store import Store
@@ -33,6 +38,13 @@ from agentcell.identity.files import read_text, write_file
 __all__ = ["init_state", "read_admin_token", "serve", "server_tls_context"]
 
 log = logging.getLogger("agentcell.controlplane")
+
+LOG_SUMMARY_INTERVAL_S = 5.0
+# In-flight requests get this long to finish at SIGTERM before their connections are closed.
+SHUTDOWN_TIMEOUT_S = 10.0
+# How long the rest of an unread request body is read and dropped after an early answer (a
+# refusal, a 408) before the connection is closed; aiohttp's default is 10 s.
+LINGERING_S = 2.0
 
 
 def init_state(
@@ -115,26 +127,55 @@ async def serve(
         HostError: a listener cannot be opened (address in use, no permission).
         StorageError: the database cannot be opened.
     """
+    with rate_limited_logging(settings.limits.log_lines_per_second) as repeat:
+        flusher = asyncio.create_task(_flush_log_summaries(repeat))
+        try:
+            await _serve(settings, on_ready=on_ready, stop=stop)
+        finally:
+            flusher.cancel()
+
+
+async def _flush_log_summaries(repeat: RepeatFilter) -> None:
+    while True:
+        await asyncio.sleep(LOG_SUMMARY_INTERVAL_S)
+        repeat.flush()
+
+
+async def _serve(
+    settings: ServerSettings,
+    *,
+    on_ready: Callable[[list[str]], None],
+    stop: asyncio.Event | None,
+) -> None:
     paths = settings.paths
+    limits = settings.limits
     ca = CertificateAuthority.load(paths.state_dir)
     admin_token = read_admin_token(paths)
     tls = server_tls_context(ca.files)
     store = Store.open(settings.effective_database_url)
-    service = ControlPlane(store=store, ca=ca, settings=settings, telemetry=Telemetry())
-    runner = web.AppRunner(build_app(service, admin_token=admin_token), access_log=None)
+    telemetry = Telemetry()
+    service = ControlPlane(store=store, ca=ca, settings=settings, telemetry=telemetry)
+    runner = web.AppRunner(
+        build_app(service, admin_token=admin_token),
+        access_log=None,
+        keepalive_timeout=limits.idle_timeout,
+        max_line_size=limits.max_line_size,
+        max_field_size=limits.max_field_size,
+        max_headers=limits.max_headers,
+        lingering_time=LINGERING_S,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
     await runner.setup()
+    assert runner.server is not None
+    listeners = Listeners(http=runner.server, tls=tls, limits=limits, telemetry=telemetry)
     addresses: list[str] = []
     try:
         try:
-            site: web.BaseSite = web.TCPSite(
-                runner, settings.host, settings.port, ssl_context=tls, backlog=1024
-            )
-            await site.start()
+            await listeners.listen_tcp(settings.host, settings.port, backlog=1024)
             addresses.append(f"https://{settings.host}:{settings.port}")
             if settings.agent_socket:
                 _prepare_socket_dir(paths.agent_socket_dir)
-                site = web.UnixSite(runner, str(paths.agent_socket), ssl_context=tls, backlog=1024)
-                await site.start()
+                await listeners.listen_unix(str(paths.agent_socket), backlog=1024)
                 os.chmod(paths.agent_socket, 0o666)  # noqa: S103 - see _prepare_socket_dir
                 addresses.append(f"unix://{paths.agent_socket}")
         except OSError as exc:
@@ -151,7 +192,9 @@ async def serve(
         await done.wait()
         log.info("control plane stopping")
     finally:
+        listeners.stop_accepting()
         await runner.cleanup()
+        await listeners.close()
         store.close()
         if settings.agent_socket:
             with contextlib.suppress(OSError):

@@ -3,11 +3,19 @@
 The HTTP layer (:mod:`agentcell.controlplane.app`) authenticates the caller and hands this
 module a :class:`Caller` built from the verified certificate, or nothing for admin calls that
 passed the token check. Every method here is synchronous and runs in a worker thread.
+
+Refused enrolments are not written one row each (a cell retrying a spent token would grow the
+database without bound): they are collected per (tenant, agent, peer) and recorded as one
+``enrolment.refused`` event per window by :meth:`ControlPlane.flush_refusals`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +23,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from agentcell.controlplane import api
+from agentcell.controlplane.limits import RefusalDigest
 from agentcell.controlplane.settings import ServerSettings
 from agentcell.controlplane.store import CertificateRecord, EventRow, Store, TokenRow
 from agentcell.controlplane.telemetry import Telemetry
@@ -24,6 +33,11 @@ from agentcell.identity.spiffe import SpiffeId
 from agentcell.identity.tokens import TokenRecord, hash_token, judge_token, new_token
 
 __all__ = ["Caller", "ControlPlane"]
+
+log = logging.getLogger("agentcell.controlplane")
+
+# A join token file is one line of about 50 bytes; anything much longer is not ours.
+_TOKEN_FILE_MAX = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +71,7 @@ class ControlPlane:
         self.clock = clock
         self._revoked: frozenset[str] = frozenset()
         self._revoked_lock = threading.Lock()
+        self._refusals = RefusalDigest(window=settings.limits.enrol_refusal_window)
         self.refresh_revocations()
 
     # -- revocation --------------------------------------------------------------------------
@@ -138,22 +153,39 @@ class ControlPlane:
             )
         )
 
-    def _refuse(self, reason: str, what: str, *, tenant: str = "", agent: str = "") -> NoReturn:
+    def _refuse(
+        self, reason: str, what: str, *, peer: str, tenant: str = "", agent: str = ""
+    ) -> NoReturn:
         self.telemetry.enrol_failures.labels(reason=reason).inc()
         if tenant:
-            self._note(tenant, agent, "enrolment.refused", what, at=self.clock())
+            self._refusals.add(
+                tenant=tenant, agent=agent, peer=peer, reason=reason, now=self.clock()
+            )
         raise EnrolmentRefused(
             what,
             reason=reason,
             fix="run `agentcell up` again: it issues a fresh join token for the cell",
         )
 
-    def enrol(self, request: api.EnrolRequest) -> api.EnrolResponse:
+    def flush_refusals(self, *, final: bool = False) -> int:
+        """Record one event per (tenant, agent, peer) whose refusal window has ended (every
+        window when ``final``); how many were recorded."""
+        now = self.clock()
+        summaries = self._refusals.drain(now=now) if final else self._refusals.due(now=now)
+        for summary in summaries:
+            self._note(
+                summary.tenant, summary.agent, "enrolment.refused", summary.message(), at=now
+            )
+        return len(summaries)
+
+    def enrol(self, request: api.EnrolRequest, *, peer: str = "unknown") -> api.EnrolResponse:
         """Trade a join token and a CSR for the agent's first certificate.
 
         The tenant and agent come from the token's record; the CSR only proves possession of
         the key. The token is checked, then the CSR, and only then consumed, so a malformed
-        CSR does not burn a good token; the consumption itself is atomic.
+        CSR does not burn a good token; the consumption itself is atomic. The spent token's
+        file is then removed from the cell's identity directory. ``peer`` names the caller in
+        the refused-enrolment events.
 
         Raises:
             EnrolmentRefused: the token is unknown, used or expired, or the CSR is refused.
@@ -185,6 +217,7 @@ class ControlPlane:
                     "expired": "the join token has expired",
                     "ok": "the join token vanished",
                 }[verdict],
+                peer=peer,
                 tenant=owner[0],
                 agent=owner[1],
             )
@@ -192,14 +225,16 @@ class ControlPlane:
         try:
             check_request(request.csr, identity)
         except EnrolmentRefused as exc:
-            self._refuse(exc.reason, exc.what, tenant=row.tenant, agent=row.agent)
+            self._refuse(exc.reason, exc.what, peer=peer, tenant=row.tenant, agent=row.agent)
         if not self.store.consume_token(digest, now=now):
             self._refuse(
                 "used_token",
                 "the join token was used by a concurrent enrolment",
+                peer=peer,
                 tenant=row.tenant,
                 agent=row.agent,
             )
+        self._remove_token_file(row.tenant, row.agent, digest)
         issued = self.ca.sign_request(
             request.csr,
             identity,
@@ -230,8 +265,48 @@ class ControlPlane:
         )
         return api.EnrolResponse(**self._certificate_body(issued), next_sequence=next_sequence)
 
+    def _remove_token_file(self, tenant: str, agent: str, digest: str) -> None:
+        """Delete the spent token from the cell's identity directory, if it is still there and
+        is this token (``up`` may already have written a newer one). Never fails enrolment."""
+        path = self.settings.paths.cell_identity_dir(tenant, agent) / "token"
+        try:
+            # No following links and no blocking on a FIFO: the directory belongs to the
+            # cell's uid, so what sits there is not ours to trust.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # an agent not launched by `up` (or on another host) has no such file
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                log.warning("not removing %s: it is a symbolic link", path)
+                return
+            log.warning("cannot remove the spent join token %s: %s", path, exc.strerror)
+            return
+        try:
+            info = os.fstat(fd)
+            content = os.read(fd, _TOKEN_FILE_MAX) if stat.S_ISREG(info.st_mode) else b""
+        except OSError as exc:
+            log.warning("cannot remove the spent join token %s: %s", path, exc.strerror)
+            return
+        finally:
+            os.close(fd)
+        if hash_token(content.decode("utf-8", "replace")) != digest:
+            return
+        try:
+            if os.lstat(path).st_ino != info.st_ino:
+                return  # replaced since it was read: a newer token
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot remove the spent join token %s: %s", path, exc.strerror)
+
     def renew(self, caller: Caller, request: api.RenewRequest) -> api.IssuedCertificateBody:
-        """A new certificate for the caller's identity and the key in ``request.csr``.
+        """A new certificate for the caller's identity and the key in ``request.csr``; the
+        certificate it replaces (the caller's) is revoked at once.
+
+        The agent switches to the new certificate as soon as the answer arrives. If the answer
+        is lost, the agent is left with a revoked certificate and needs ``agentcell up``: the
+        price of never having two valid certificates for one cell.
 
         Raises:
             EnrolmentRefused: the CSR is refused.
@@ -244,6 +319,16 @@ class ControlPlane:
             now=dt.datetime.fromtimestamp(now, dt.UTC),
         )
         self._record(issued, caller.identity, kind="renew", now=now)
+        replaced = self.store.revoke(
+            serial=caller.serial,
+            tenant=caller.identity.tenant,
+            agent=caller.identity.agent,
+            reason=f"superseded by renewal ({issued.serial})",
+            now=now,
+        )
+        if replaced:
+            with self._revoked_lock:
+                self._revoked = self._revoked | frozenset(replaced)
         self.telemetry.renewals.inc()
         return api.IssuedCertificateBody(**self._certificate_body(issued))
 

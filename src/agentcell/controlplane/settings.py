@@ -9,6 +9,33 @@ directory.
 
 ``AGENTCELL_HOME`` moves both under one root (``$AGENTCELL_HOME/controlplane`` and
 ``$AGENTCELL_HOME/run``), which is what tests and a non-root user want.
+
+What a caller may cost the server is bounded by :class:`ServerLimits`; every bound has a default
+and an ``AGENTCELL_*`` variable (durations such as 500ms, 10s, 2m):
+
+=====================================  =========  ==============================================
+variable                               default    bounds
+=====================================  =========  ==============================================
+``AGENTCELL_MAX_CONNECTIONS``          1024       open connections in all (lowered to the file
+                                                  limit minus a reserve when that is smaller)
+``AGENTCELL_MAX_CONNECTIONS_PER_PEER`` 64         open connections of one peer: the connecting
+                                                  uid on the agents' socket (SO_PEERCRED), the
+                                                  IP address on TCP
+``AGENTCELL_TLS_HANDSHAKE_TIMEOUT``    10s        from accept to a finished TLS handshake
+``AGENTCELL_REQUEST_HEAD_TIMEOUT``     10s        from a request's first byte (or the handshake)
+                                                  to its complete head
+``AGENTCELL_REQUEST_BODY_TIMEOUT``     30s        reading one request body
+``AGENTCELL_IDLE_TIMEOUT``             60s        an idle kept-alive connection
+``AGENTCELL_ENROL_BURST``              10         enrolment (and renewal) attempts of one peer
+``AGENTCELL_ENROL_RATE``               30         ... refilled at this many per minute
+``AGENTCELL_ENROL_REFUSAL_WINDOW``     60s        refused enrolments are recorded as one event
+                                                  per (tenant, agent, peer) per window
+``AGENTCELL_LOG_RATE``                 5          lines per second of one message; the rest are
+                                                  counted and summarised
+=====================================  =========  ==============================================
+
+Over a connection limit a connection is closed at once, before any TLS work; over the enrolment
+rate a request is answered 429 without touching the database.
 """
 
 from __future__ import annotations
@@ -27,6 +54,7 @@ __all__ = [
     "DEFAULT_PORT",
     "ClientSettings",
     "ControlPlanePaths",
+    "ServerLimits",
     "ServerSettings",
     "parse_listen",
 ]
@@ -106,6 +134,77 @@ def _duration(env: Mapping[str, str], name: str, default: dt.timedelta) -> dt.ti
         raise SettingsError(f"{name}={raw!r}: {exc}", fix="write e.g. 1h, 10m or 90s") from exc
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name}={raw!r} is not a positive whole number", fix="write e.g. 64")
+    return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _duration(env, name, dt.timedelta(seconds=default)).total_seconds()
+    if value <= 0:
+        raise SettingsError(f"{name} must be longer than 0", fix="write e.g. 10s or 500ms")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerLimits:
+    """What one caller, and all callers together, may hold of the server (see the module
+    docstring for the variables). Times are in seconds."""
+
+    max_connections: int = 1024
+    max_connections_per_peer: int = 64
+    tls_handshake_timeout: float = 10.0
+    request_head_timeout: float = 10.0
+    request_body_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    enrol_burst: int = 10
+    enrol_per_minute: int = 30
+    enrol_refusal_window: float = 60.0
+    log_lines_per_second: int = 5
+    # aiohttp's own bounds on a request head and body: together with the connection limits they
+    # bound the memory a connection can hold.
+    max_line_size: int = 8190
+    max_field_size: int = 8190
+    max_headers: int = 64
+    max_body_bytes: int = 4 * 1024 * 1024
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServerLimits:
+        """Limits from ``AGENTCELL_*`` variables, else the defaults.
+
+        Raises:
+            SettingsError: a value is malformed or not positive.
+        """
+        env = os.environ if environ is None else environ
+        default = cls()
+        return cls(
+            max_connections=_count(env, "AGENTCELL_MAX_CONNECTIONS", default.max_connections),
+            max_connections_per_peer=_count(
+                env, "AGENTCELL_MAX_CONNECTIONS_PER_PEER", default.max_connections_per_peer
+            ),
+            tls_handshake_timeout=_seconds(
+                env, "AGENTCELL_TLS_HANDSHAKE_TIMEOUT", default.tls_handshake_timeout
+            ),
+            request_head_timeout=_seconds(
+                env, "AGENTCELL_REQUEST_HEAD_TIMEOUT", default.request_head_timeout
+            ),
+            request_body_timeout=_seconds(
+                env, "AGENTCELL_REQUEST_BODY_TIMEOUT", default.request_body_timeout
+            ),
+            idle_timeout=_seconds(env, "AGENTCELL_IDLE_TIMEOUT", default.idle_timeout),
+            enrol_burst=_count(env, "AGENTCELL_ENROL_BURST", default.enrol_burst),
+            enrol_per_minute=_count(env, "AGENTCELL_ENROL_RATE", default.enrol_per_minute),
+            enrol_refusal_window=_seconds(
+                env, "AGENTCELL_ENROL_REFUSAL_WINDOW", default.enrol_refusal_window
+            ),
+            log_lines_per_second=_count(env, "AGENTCELL_LOG_RATE", default.log_lines_per_second),
+        )
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:8443`` for IPv6) into its parts.
 
@@ -133,6 +232,7 @@ class ServerSettings:
     cert_lifetime: dt.timedelta = dt.timedelta(hours=1)
     token_lifetime: dt.timedelta = dt.timedelta(minutes=10)
     agents_up_window: dt.timedelta = dt.timedelta(seconds=60)
+    limits: ServerLimits = ServerLimits()
 
     @property
     def effective_database_url(self) -> str:
@@ -154,7 +254,8 @@ class ServerSettings:
 
         Variables: ``AGENTCELL_HOME``, ``AGENTCELL_LISTEN`` (host:port),
         ``AGENTCELL_DATABASE_URL``, ``AGENTCELL_CERT_TTL``, ``AGENTCELL_TOKEN_TTL``,
-        ``AGENTCELL_AGENTS_UP_WINDOW`` (durations such as 1h, 10m, 90s).
+        ``AGENTCELL_AGENTS_UP_WINDOW`` (durations such as 1h, 10m, 90s), and the limits of
+        :class:`ServerLimits`.
 
         Raises:
             SettingsError: a value is malformed.
@@ -170,6 +271,7 @@ class ServerSettings:
             cert_lifetime=_duration(env, "AGENTCELL_CERT_TTL", dt.timedelta(hours=1)),
             token_lifetime=_duration(env, "AGENTCELL_TOKEN_TTL", dt.timedelta(minutes=10)),
             agents_up_window=_duration(env, "AGENTCELL_AGENTS_UP_WINDOW", dt.timedelta(seconds=60)),
+            limits=ServerLimits.from_environ(env),
         )
         if settings.cert_lifetime < dt.timedelta(seconds=30):
             raise SettingsError(

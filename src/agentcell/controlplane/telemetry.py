@@ -73,6 +73,26 @@ class Telemetry:
             ["reason"],
             registry=self.registry,
         )
+        self.connections_open = Gauge(
+            "agentcell_connections_open",
+            "Connections open now, by listener (tcp, unix).",
+            ["listener"],
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "agentcell_connections_refused",
+            "Connections closed at accept because a limit was reached, by listener and limit "
+            "(peer_limit, total_limit).",
+            ["listener", "reason"],
+            registry=self.registry,
+        )
+        self.connection_timeouts = Counter(
+            "agentcell_connection_timeouts",
+            "Connections closed for being too slow, by phase (tls_handshake, request_head, "
+            "request_body).",
+            ["phase"],
+            registry=self.registry,
+        )
         self.agents_enrolled = Gauge(
             "agentcell_agents_enrolled",
             "Agents known to the control plane.",

@@ -27,6 +27,7 @@ from agentcell.identity.enrolment import prepare_cell
 from agentcell.policy import admit, preset
 from agentcell.policy.admission import AdmittedSpec
 from agentcell.runtime.docker.backend import DockerBackend
+from agentcell.runtime.uids import cell_ids
 from agentcell.spec.load import load_paths
 
 from .cp_harness import ControlPlane
@@ -78,6 +79,7 @@ class Cells:
         self.image = image
         self.spec_dir = spec_dir
         self.names: list[str] = []
+        self.ids: dict[str, tuple[int, int]] = {}
 
     def admitted(self, name: str) -> AdmittedSpec:
         path = self.spec_dir / f"{name}.yaml"
@@ -86,10 +88,16 @@ class Cells:
         return admit(doc, preset("monitoring-agent"))
 
     def up(self, plane: ControlPlane, name: str) -> str:
-        """prepare_cell + backend.up: what `up` does for an identity spec."""
+        """uid allocation + prepare_cell + backend.up: what `up` does for an identity spec."""
         admitted = self.admitted(name)
-        identity = prepare_cell(admitted, plane.admin)
-        result = self.backend.up(admitted, extra_mounts=identity.mounts, extra_env=identity.env)
+        key = admitted.doc.document.key
+        with self.backend.uid_allocation([admitted]) as uids:
+            ids = cell_ids(admitted.doc.document.spec.security, uids.get(key))
+            identity = prepare_cell(admitted, plane.admin, uid=ids)
+            result = self.backend.up(
+                admitted, extra_mounts=identity.mounts, extra_env=identity.env, uid=uids.get(key)
+            )
+        self.ids[result.cell.container] = ids
         if result.cell.container not in self.names:
             self.names.append(result.cell.container)
         return result.cell.container
@@ -146,10 +154,12 @@ def test_agent_in_a_cell_enrols_reports_renews_and_is_shown(
     host_config = attrs["HostConfig"]
     assert host_config["NetworkMode"] == "none"
     assert host_config["ReadonlyRootfs"] is True
-    assert attrs["Config"]["User"] == "1001:1001"
+    uid, gid = cells.ids[container]
+    assert attrs["Config"]["User"] == f"{uid}:{gid}"
     assert all(not mount["RW"] for mount in attrs["Mounts"])
+    # The spent join token was removed from the cell's directory at enrolment.
     identity_dir = plane.paths.cell_identity_dir(TENANT, name)
-    assert sorted(p.name for p in identity_dir.iterdir()) == ["ca.pem", "token"]
+    assert sorted(p.name for p in identity_dir.iterdir()) == ["ca.pem"]
     # The image has no shell or coreutils: ask its python.
     key_mode = cells.container(container).exec_run(
         [
@@ -160,7 +170,7 @@ def test_agent_in_a_cell_enrols_reports_renews_and_is_shown(
         ]
     )
     assert isinstance(key_mode.output, bytes)
-    assert key_mode.output.decode().split() == ["600", "1001"]
+    assert key_mode.output.decode().split() == ["600", str(uid)]
 
     # With 30 s certificates the agent renews at about 20 s, over mTLS, with a new key.
     def renewed() -> bool:
@@ -236,16 +246,15 @@ def test_restarted_cell_needs_up_and_then_re_enrols_cleanly(
     _eventually(lambda: len(_sequences(plane, name)) >= 3, seconds=30, what="reports")
     first_serials = [c.serial for c in plane.admin.certificates(agent=name).certificates]
 
-    # A restart by the engine alone gets a fresh tmpfs but the same, spent token: refused,
-    # and the agent says what to do.
+    # A restart by the engine alone gets a fresh tmpfs and no token (the control plane removed
+    # the spent one at enrolment): the agent cannot enrol and says so.
     cells.container(container).kill(signal=int(signal.SIGKILL))
     cells.container(container).start()
     _eventually(
-        lambda: "enrolment refused (403 used_token)" in cells.logs(container),
+        lambda: "cannot read the join token" in cells.logs(container),
         seconds=20,
-        what="the refused re-enrolment",
+        what="the agent to find no join token",
     )
-    assert "run `agentcell up` again" in cells.logs(container)
 
     # `up` issues a new token into the mounted directory; the cell enrols again.
     cells.backend.down(TENANT, name)

@@ -12,7 +12,12 @@ import pytest
 from agentcell.controlplane import api
 from agentcell.controlplane.app import ROUTES
 from agentcell.controlplane.openapi import document
-from agentcell.controlplane.settings import ServerSettings, SettingsError, parse_listen
+from agentcell.controlplane.settings import (
+    ServerLimits,
+    ServerSettings,
+    SettingsError,
+    parse_listen,
+)
 
 
 def test_reports_must_match_their_kind() -> None:
@@ -106,3 +111,75 @@ def test_certificate_lifetime_has_a_floor() -> None:
         ServerSettings.from_environ({"AGENTCELL_CERT_TTL": "5s"})
     with pytest.raises(SettingsError):
         ServerSettings.from_environ({"AGENTCELL_CERT_TTL": "soon"})
+
+
+def _batch(sequence: str = "1", value: str = "1", sampled_at: str = "0") -> str:
+    report = f'"sequence": {sequence}, "kind": "metrics", "sampled_at": {sampled_at}'
+    return f'{{"reports": [{{{report}, "metrics": {{"x": {value}}}}}]}}'
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_reports_refuse_numbers_that_are_not_finite(value: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="finite"):
+        api.ReportBatch.model_validate_json(_batch(value=value))
+    with pytest.raises(pydantic.ValidationError, match="finite"):
+        api.ReportBatch.model_validate_json(_batch(sampled_at=value))
+    assert api.ReportBatch.model_validate_json(_batch(value="1e300")).reports[0].metrics
+
+
+@pytest.mark.parametrize("sequence", [2**53, 2**62, 2**63 + 1, 10**30])
+def test_report_sequences_stay_below_2_to_the_53(sequence: int) -> None:
+    with pytest.raises(pydantic.ValidationError, match="less than or equal"):
+        api.ReportBatch.model_validate_json(_batch(sequence=str(sequence)))
+    accepted = api.ReportBatch.model_validate_json(_batch(sequence=str(api.MAX_SEQUENCE)))
+    assert accepted.reports[0].sequence == 2**53 - 1
+
+
+def test_tenant_configuration_refuses_numbers_that_are_not_finite() -> None:
+    with pytest.raises(pydantic.ValidationError, match="not finite"):
+        api.TenantConfigRequest.model_validate_json('{"config": {"a": [1, {"b": NaN}]}}')
+    api.TenantConfigRequest.model_validate_json('{"config": {"a": [1, {"b": 2.5}]}}')
+
+
+def test_limits_from_environ() -> None:
+    limits = ServerLimits.from_environ(
+        {
+            "AGENTCELL_MAX_CONNECTIONS": "500",
+            "AGENTCELL_MAX_CONNECTIONS_PER_PEER": "8",
+            "AGENTCELL_TLS_HANDSHAKE_TIMEOUT": "500ms",
+            "AGENTCELL_REQUEST_HEAD_TIMEOUT": "2s",
+            "AGENTCELL_REQUEST_BODY_TIMEOUT": "1m",
+            "AGENTCELL_IDLE_TIMEOUT": "90s",
+            "AGENTCELL_ENROL_BURST": "4",
+            "AGENTCELL_ENROL_RATE": "12",
+            "AGENTCELL_ENROL_REFUSAL_WINDOW": "5m",
+            "AGENTCELL_LOG_RATE": "3",
+        }
+    )
+    assert limits == ServerLimits(
+        max_connections=500,
+        max_connections_per_peer=8,
+        tls_handshake_timeout=0.5,
+        request_head_timeout=2.0,
+        request_body_timeout=60.0,
+        idle_timeout=90.0,
+        enrol_burst=4,
+        enrol_per_minute=12,
+        enrol_refusal_window=300.0,
+        log_lines_per_second=3,
+    )
+    assert ServerSettings.from_environ({}).limits == ServerLimits()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AGENTCELL_MAX_CONNECTIONS", "0"),
+        ("AGENTCELL_MAX_CONNECTIONS_PER_PEER", "many"),
+        ("AGENTCELL_REQUEST_HEAD_TIMEOUT", "0s"),
+        ("AGENTCELL_TLS_HANDSHAKE_TIMEOUT", "soon"),
+    ],
+)
+def test_bad_limits_are_refused_with_their_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        ServerLimits.from_environ({name: value})

@@ -120,15 +120,82 @@ def test_renewal_keeps_the_identity_and_records_the_kind(plane: ControlPlane) ->
         )
 
 
-def test_refusals_are_counted_and_recorded_as_events(plane: ControlPlane) -> None:
+def test_refusals_are_counted_and_recorded_as_one_event_per_window(
+    plane: ControlPlane, clock: Clock
+) -> None:
     token = _token(plane)
     plane.enrol(api.EnrolRequest(token=token, csr=_csr()))
-    with pytest.raises(EnrolmentRefused):
-        plane.enrol(api.EnrolRequest(token=token, csr=_csr()))
+    for _ in range(50):
+        with pytest.raises(EnrolmentRefused):
+            plane.enrol(api.EnrolRequest(token=token, csr=_csr()), peer="uid 1001")
     text = plane.metrics_text().decode()
-    assert 'agentcell_enrol_failures_total{reason="used_token"} 1.0' in text
-    kinds = [e.kind for e in plane.events(tenant="acme", agent=None, limit=10).events]
-    assert kinds == ["agent.enrolled", "enrolment.refused"]
+    assert 'agentcell_enrol_failures_total{reason="used_token"} 50.0' in text
+
+    def events() -> list[tuple[str, str]]:
+        found = plane.events(tenant="acme", agent=None, limit=10).events
+        return [(e.kind, e.message) for e in found]
+
+    # Nothing is written while the window is open, however many attempts come.
+    assert plane.flush_refusals() == 0
+    assert [kind for kind, _ in events()] == ["agent.enrolled"]
+    clock.now += 60
+    assert plane.flush_refusals() == 1
+    assert events()[-1] == (
+        "enrolment.refused",
+        "50 refused enrolments from uid 1001 in the last 60 s (used_token: 50)",
+    )
+    assert plane.flush_refusals() == 0  # recorded once
+    with pytest.raises(EnrolmentRefused):
+        plane.enrol(api.EnrolRequest(token=token, csr=_csr()), peer="uid 1001")
+    assert plane.flush_refusals(final=True) == 1  # at shutdown, open windows are written too
+    assert len(events()) == 3
+
+
+def test_renewal_revokes_the_certificate_it_replaces(plane: ControlPlane) -> None:
+    first = plane.enrol(api.EnrolRequest(token=_token(plane), csr=_csr()))
+    caller = Caller(identity=SpiffeId("test.local", "acme", "probe"), serial=first.serial)
+    renewed = plane.renew(caller, api.RenewRequest(csr=_csr()))
+    assert plane.is_revoked(first.serial)
+    assert not plane.is_revoked(renewed.serial)
+    records = {c.serial: c for c in plane.certificates("acme", "probe").certificates}
+    assert records[first.serial].revoke_reason == f"superseded by renewal ({renewed.serial})"
+    assert records[renewed.serial].revoked_at is None
+
+
+def _token_file(plane: ControlPlane, token: str) -> Path:
+    directory = plane.settings.paths.cell_identity_dir("acme", "probe")
+    directory.mkdir(parents=True)
+    (directory / "token").write_text(token + "\n")
+    return directory / "token"
+
+
+def test_enrolment_removes_the_spent_token_file(plane: ControlPlane) -> None:
+    token = _token(plane)
+    path = _token_file(plane, token)
+    plane.enrol(api.EnrolRequest(token=token, csr=_csr()))
+    assert not path.exists()
+    assert (path.parent).is_dir()
+
+
+def test_enrolment_keeps_a_newer_token_file(plane: ControlPlane) -> None:
+    """`up` may have written the next token already; only the spent one is removed."""
+    token = _token(plane)
+    path = _token_file(plane, "acjt_a-newer-token")
+    plane.enrol(api.EnrolRequest(token=token, csr=_csr()))
+    assert path.read_text() == "acjt_a-newer-token\n"
+
+
+def test_a_token_file_that_cannot_be_removed_does_not_fail_enrolment(
+    plane: ControlPlane,
+) -> None:
+    token = _token(plane)
+    path = _token_file(plane, "unused")
+    path.unlink()
+    path.mkdir()  # a directory where the file should be: it cannot be read as a token
+    (path / "x").write_text("x")
+    answer = plane.enrol(api.EnrolRequest(token=token, csr=_csr()))
+    assert answer.spiffe_id.endswith("/agent/probe")
+    assert path.is_dir()
 
 
 def test_cells_mark_agents_up_within_the_window(plane: ControlPlane, clock: Clock) -> None:
