@@ -33,12 +33,16 @@ import pydantic
 from docker.models.containers import Container
 
 from agentcell.errors import BackendError, CellNotFound, Location, SpecError
+from agentcell.policy.view import AGENTCELL_CELL_DIR, agentcell_state_dirs, normalize_host_path
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.images import BASE_IMAGE
 from agentcell.runtime.docker.translate import (
+    LABEL_AGENT,
+    LABEL_MANAGED,
     LABEL_SOURCE,
     LABEL_SPEC,
+    LABEL_TENANT,
     LABEL_UID,
     container_name,
     trusted_labels,
@@ -46,7 +50,15 @@ from agentcell.runtime.docker.translate import (
 from agentcell.runtime.uids import with_cell_ids
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import AgentDocument
-from agentcell.verify.facts import DOCKER_RUNTIME_STATE, CellTarget, EngineRecord, SandboxView
+from agentcell.verify.compare import Check
+from agentcell.verify.facts import (
+    DOCKER_RUNTIME_STATE,
+    CellTarget,
+    EngineRecord,
+    HostPaths,
+    SandboxView,
+)
+from agentcell.verify.neighbours import CellExposure, neighbour_checks, read_host_processes
 from agentcell.verify.probe import Canary, CellState, ExecResult
 
 __all__ = ["LABEL_PROBE", "DockerProbeHost", "DockerProof", "ProofSubject"]
@@ -151,6 +163,63 @@ class DockerProof:
         return self.backend.container(ref)
 
     # -- what verify reads ----------------------------------------------------------------------
+
+    def neighbour_checks(
+        self, subject: ProofSubject, paths: HostPaths | None = None
+    ) -> list[Check]:
+        """What the cell can reach of other cells: shared uids, a host /proc or PID namespace
+        with siblings in reach, mounts of agentcell's state (:mod:`agentcell.verify.neighbours`).
+
+        Raises:
+            BackendError: the engine does not answer.
+        """
+        host = paths or HostPaths()
+        container = subject.container
+        attrs = container.attrs
+        host_config = attrs.get("HostConfig") or {}
+        binds = [m for m in attrs.get("Mounts") or [] if m.get("Type") == "bind"]
+        labels = trusted_labels(container.labels, _image_labels(container)) or {}
+        tenant, agent = labels.get(LABEL_TENANT), labels.get(LABEL_AGENT)
+        own: list[str] = []
+        if tenant and agent:
+            # What agentcell mounted for this cell itself: its identity, the agents' socket.
+            own = [
+                str(m.get("Source"))
+                for m in binds
+                if str(m.get("Destination", "")).startswith(AGENTCELL_CELL_DIR + "/")
+                and (
+                    str(m.get("Source", "")).endswith(f"/identity/{tenant}/{agent}")
+                    or str(m.get("Source", "")).endswith("/controlplane")
+                )
+            ]
+        exposure = CellExposure(
+            container_id=container.id or "",
+            host_proc_targets=tuple(
+                str(m.get("Destination"))
+                for m in binds
+                if normalize_host_path(str(m.get("Source", ""))) == "/proc"
+            ),
+            host_pid=host_config.get("PidMode") == "host",
+            bind_sources=tuple(str(m.get("Source", "")) for m in binds),
+            own_sources=tuple(own),
+            sandboxed=host_config.get("Runtime") == "runsc",
+        )
+        with translated("list containers"):
+            summaries = self.client.api.containers(all=True)
+        names = {}
+        for summary in summaries:
+            summary_labels = summary.get("Labels") or {}
+            shown = (summary.get("Names") or ["?"])[0].lstrip("/")
+            if summary_labels.get(LABEL_MANAGED) == "true":
+                shown = f"cell {summary_labels.get(LABEL_TENANT)}/{summary_labels.get(LABEL_AGENT)}"
+            names[str(summary["Id"])] = shown
+        return neighbour_checks(
+            exposure,
+            read_host_processes(host.proc),
+            cell_names=names,
+            state_dirs=agentcell_state_dirs(),
+            proc=host.proc,
+        )
 
     def target(self, subject: ProofSubject) -> CellTarget:
         """The facts the runtime layer adds to the kernel's: pid, engine record, and for
@@ -292,14 +361,19 @@ def _sandbox_view(data: Any) -> SandboxView:
     )
 
 
-def _label_spec(container: Container) -> tuple[AgentDocument, str]:
-    labels: Mapping[str, str] = container.labels
-    raw = labels.get(LABEL_SPEC)
+def _image_labels(container: Container) -> Mapping[str, str]:
+    """The labels of the container's image, to tell agentcell's labels from the image's."""
     image_id = str(container.attrs.get("Image", ""))
     assert container.client is not None  # containers from a client always carry it
     with translated("inspect image", subject=image_id[:19]):
-        image_labels = container.client.images.get(image_id).labels
-    if trusted_labels(labels, image_labels) is None or raw is None:
+        labels: Mapping[str, str] = container.client.images.get(image_id).labels
+    return labels
+
+
+def _label_spec(container: Container) -> tuple[AgentDocument, str]:
+    labels: Mapping[str, str] = container.labels
+    raw = labels.get(LABEL_SPEC)
+    if trusted_labels(labels, _image_labels(container)) is None or raw is None:
         raise SpecError(
             f"container {container.name} carries no agentcell spec (label {LABEL_SPEC}) "
             "that agentcell set",
