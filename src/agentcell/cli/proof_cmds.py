@@ -123,11 +123,22 @@ def probe_command(
         Path | None,
         typer.Option("--spec", help="Judge against this spec file (any container)."),
     ] = None,
+    neighbour_uid: Annotated[
+        int | None,
+        typer.Option(
+            "--neighbour-uid",
+            min=1,
+            help="Run the neighbour cell of the cross-cell probes as this uid (default: one of "
+            "its own, as any cell gets); give the cell's own uid to see what a neighbour that "
+            "shares it would suffer.",
+        ),
+    ] = None,
 ) -> None:
-    """Try to break out of a cell: privilege, syscalls, filesystem, cgroups, resources and
-    network. Each attempt is blocked (with what stopped it), contained by gVisor, allowed by
-    the spec, NOT BLOCKED, or skipped with why. Exit 1 on any NOT BLOCKED, and when the cell
-    itself died (stopped, restarted) during the run."""
+    """Try to break out of a cell: privilege, syscalls, filesystem, cgroups, resources,
+    network, and into a neighbour cell of another tenant started beside it. Each attempt is
+    blocked (with what stopped it), contained by gVisor, allowed by the spec, NOT BLOCKED, or
+    skipped with why. Exit 1 on any NOT BLOCKED, and when the cell itself died (stopped,
+    restarted) during the run."""
     from agentcell.runtime.docker.backend import DockerBackend
     from agentcell.runtime.docker.proof import DockerProof
     from agentcell.verify.probe import run_probes
@@ -142,6 +153,7 @@ def probe_command(
             cell=subject.name,
             container=subject.container.name or name,
             only=only,
+            neighbour_uid=neighbour_uid,
         )
     finally:
         backend.close()

@@ -18,6 +18,7 @@ the kernel-side facts come from ``agentcell verify``, which reads them from the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,7 @@ __all__ = [
     "Canary",
     "CellState",
     "ExecResult",
+    "Neighbour",
     "ProbeHost",
     "ProbeReport",
     "ProbeResult",
@@ -58,8 +60,11 @@ BATTERY = (
     "kernel-modules", "chroot", "sethostname", "mknod", "devices", "write-rootfs",
     "write-host-mounts", "proc-sys", "sysrq-trigger", "kcore", "cgroup-release-agent",
     "docker-socket", "raw-socket", "socket-families", "fork-bomb", "tmpfs-fill",
-    "default-route", "canary",
+    "default-route", "canary", "neighbour-root", "neighbour-cwd", "neighbour-environ",
+    "neighbour-mem", "neighbour-fd", "neighbour-signal", "neighbour-identity",
 )  # fmt: skip
+# The probes that need a neighbour: a cell of another tenant this run starts beside the cell.
+NEIGHBOUR_PROBES = tuple(probe_id for probe_id in BATTERY if probe_id.startswith("neighbour-"))
 HOST_DRIVEN = ("memory-bomb",)
 ALL_PROBES = (*BATTERY, *HOST_DRIVEN)
 # Under gVisor's ptrace platform the host pids and memory limits also count the sentry, so
@@ -182,6 +187,21 @@ class Canary:
     reachable_from_host: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class Neighbour:
+    """A cell of another tenant, started beside the probed one, holding secrets it must not
+    read: a file in its tmpfs, its environment, its memory, its stdin, and an identity
+    directory laid out as agentcell lays out a cell's (token 0400, owned by its uid)."""
+
+    pid: int
+    """Its main process on the host."""
+    uid: int
+    secret: str
+    identity_host_dir: str
+    """Where its identity directory is on the host."""
+    container: str
+
+
 class ProbeHost(Protocol):
     """What the probe run needs from the engine that runs the cell."""
 
@@ -201,6 +221,11 @@ class ProbeHost(Protocol):
     def canary(self) -> AbstractContextManager[Canary | None]:
         """Start a canary on a separate network for the duration of the block; None if it
         cannot be started here."""
+        ...
+
+    def neighbour(self, uid: int | None) -> AbstractContextManager[Neighbour | None]:
+        """Start a neighbour cell of another tenant for the duration of the block, as ``uid``
+        (default: a uid allocated like any cell's); None if it cannot be started here."""
         ...
 
 
@@ -248,6 +273,7 @@ class _Config:
     docker_socket: bool
     read_only_rootfs: bool
     canary: dict[str, Any] | None = None
+    neighbour: dict[str, Any] | None = None
     only: list[str] = field(default_factory=list)
     memory_target: int = 0
     deadline_s: float = 20.0
@@ -262,7 +288,8 @@ def _config(document: AgentDocument, runtime: str) -> _Config:
         runtime=runtime,
         allowed_caps=list(spec.security.capabilities),
         host_mounts=[
-            {"target": mount.target, "read_only": mount.read_only} for mount in spec.host.mounts
+            {"source": mount.source, "target": mount.target, "read_only": mount.read_only}
+            for mount in spec.host.mounts
         ],
         tmpfs=[{"path": mount.path, "size": mount.size} for mount in spec.resources.tmpfs],
         pids_limit=spec.resources.pids,
@@ -283,8 +310,12 @@ def run_probes(
     only: Sequence[str] | None = None,
     paths: HostPaths | None = None,
     settle_s: float = 5.0,
+    neighbour_uid: int | None = None,
 ) -> ProbeReport:
     """Run the battery (or the probes named in ``only``) against a running cell.
+
+    ``neighbour_uid`` runs the neighbour cell as that uid instead of one of its own: give it
+    the probed cell's uid to see what a neighbour sharing it would suffer.
 
     Raises:
         Error: ``only`` names a probe that does not exist.
@@ -311,7 +342,20 @@ def run_probes(
     program = probe_program()
 
     if battery:
-        with _maybe_canary(host, "canary" in battery) as canary:
+        with contextlib.ExitStack() as stack:
+            canary = stack.enter_context(_maybe_canary(host, "canary" in battery))
+            wanted = bool(set(NEIGHBOUR_PROBES) & set(battery))
+            neighbour = stack.enter_context(host.neighbour(neighbour_uid)) if wanted else None
+            if neighbour is not None:
+                config.neighbour = {
+                    "pid": neighbour.pid,
+                    "secret": neighbour.secret,
+                    "identity_host_dir": neighbour.identity_host_dir,
+                }
+                notes.append(
+                    f"neighbour {neighbour.container} (uid {neighbour.uid}, host pid "
+                    f"{neighbour.pid}) of another tenant ran beside the cell"
+                )
             if canary is not None:
                 config.canary = {"host": canary.host, "port": canary.port}
                 notes.append(

@@ -24,6 +24,7 @@ from agentcell.verify.probe import (
     Canary,
     CellState,
     ExecResult,
+    Neighbour,
     ProbeReport,
     cell_death,
     probe_program,
@@ -62,6 +63,7 @@ class ReplayHost:
     states: list[CellState] = field(default_factory=list)
     runs: list[list[str]] = field(default_factory=list)
     canaries: int = 0
+    neighbours: list[int | None] = field(default_factory=list)
 
     def run_program(self, source: bytes, argv: Sequence[str], *, timeout_s: float) -> ExecResult:
         assert source == probe_program()
@@ -83,6 +85,13 @@ class ReplayHost:
     def canary(self) -> Iterator[Canary | None]:
         self.canaries += 1
         yield Canary(host="172.30.0.2", port=8080, network="n", reachable_from_host=True)
+
+    @contextlib.contextmanager
+    def neighbour(self, uid: int | None) -> Iterator[Neighbour | None]:
+        self.neighbours.append(uid)
+        yield Neighbour(
+            pid=4242, uid=uid or 1_000_000_099, secret="s", identity_host_dir="/x", container="n"
+        )
 
 
 def all_blocked(ids: Sequence[str] = BATTERY) -> ExecResult:
@@ -131,9 +140,12 @@ def test_a_fully_blocked_run_is_ok_and_passes_the_spec_to_the_program() -> None:
         {"path": "/workspace", "size": 128 * 2**20},
     ]
     assert config["canary"] == {"host": "172.30.0.2", "port": 8080}
+    assert config["neighbour"] == {"pid": 4242, "secret": "s", "identity_host_dir": "/x"}
+    assert host.neighbours == [None]  # a uid of its own unless the caller asks for one
     bomb = json.loads(host.runs[1][1])
     assert bomb["memory_target"] == (256 + 256) * 2**20
-    assert "reachable from the host" in report.notes[0]
+    assert any("reachable from the host" in note for note in report.notes)
+    assert any("of another tenant ran beside the cell" in note for note in report.notes)
 
 
 def test_one_not_blocked_fails_the_run() -> None:

@@ -131,6 +131,7 @@ class Config:
     docker_socket: bool = False
     read_only_rootfs: bool = True
     canary: dict[str, Any] | None = None
+    neighbour: dict[str, Any] | None = None
     only: list[str] = field(default_factory=list)
     memory_target: int = 0
     deadline_s: float = 20.0
@@ -1037,6 +1038,148 @@ def canary(cell: Cell) -> Outcome:
     finally:
         client.close()
     return not_blocked("canary reachable", f"connected to {host}:{port}")
+
+
+# -- cross-cell: a neighbour of another tenant, started beside this cell ----------------------
+
+NEIGHBOUR_SECRET_FILE = "/tmp/agentcell-neighbour-secret"  # noqa: S105 (a path)
+NEIGHBOUR_TOKEN = "/run/agentcell/identity/token"  # noqa: S105 (a path)
+
+
+def neighbour_views(cell: Cell) -> list[str]:
+    """The neighbour's /proc/<pid> directories this cell can see: through a host /proc mount,
+    or its own /proc when it shares the host's PID namespace."""
+    target = cell.config.neighbour or {}
+    pid = int(target.get("pid") or 0)
+    roots = [
+        str(mount["target"])
+        for mount in cell.config.host_mounts
+        if os.path.normpath(str(mount.get("source", ""))) == "/proc"
+    ]
+    if cell.config.host_pid:
+        roots.append("/proc")
+    return [f"{root}/{pid}" for root in roots if pid and os.path.isdir(f"{root}/{pid}")]
+
+
+def refusal(err: OSError | None) -> str:
+    if err is None:
+        return "nothing to open"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"the kernel's ptrace access check: another uid ({errno.errorcode[err.errno]})"
+    return f"refused ({errno.errorcode.get(err.errno or 0, err)})"
+
+
+def through_proc(cell: Cell, action: Callable[[str, dict[str, Any]], str | None]) -> Outcome:
+    """Try ``action`` on every view of the neighbour's /proc/<pid>; NOT BLOCKED on the first
+    that yields what it was after."""
+    target = cell.config.neighbour
+    if not target:
+        return skipped("no neighbour was started")
+    views = neighbour_views(cell)
+    if not views:
+        return blocked(
+            "out of sight",
+            "no host /proc mount and a PID namespace of its own: the neighbour's processes "
+            "are not visible",
+        )
+    last: OSError | None = None
+    for view in views:
+        try:
+            got = action(view, target)
+        except OSError as exc:
+            last = exc
+            continue
+        if got:
+            return not_blocked(f"through {view}", got)
+    return blocked(refusal(last), f"tried {', '.join(views)}")
+
+
+@probe("neighbour-root", "cross-cell", "read a file in another tenant's cell via /proc/<pid>/root")
+def neighbour_root(cell: Cell) -> Outcome:
+    def read(view: str, target: dict[str, Any]) -> str | None:
+        with open(f"{view}/root{NEIGHBOUR_SECRET_FILE}") as handle:
+            return "read its tmpfs file" if handle.read() == target["secret"] else None
+
+    return through_proc(cell, read)
+
+
+@probe("neighbour-cwd", "cross-cell", "list another tenant's cell's working directory")
+def neighbour_cwd(cell: Cell) -> Outcome:
+    return through_proc(cell, lambda view, _: f"listed {len(os.listdir(f'{view}/cwd'))} entries")
+
+
+@probe("neighbour-environ", "cross-cell", "read another tenant's cell's environment")
+def neighbour_environ(cell: Cell) -> Outcome:
+    def read(view: str, target: dict[str, Any]) -> str | None:
+        with open(f"{view}/environ", "rb") as handle:
+            found = target["secret"].encode() in handle.read()
+        return "read its secret from its environment" if found else None
+
+    return through_proc(cell, read)
+
+
+@probe("neighbour-mem", "cross-cell", "read another tenant's cell's memory via /proc/<pid>/mem")
+def neighbour_mem(cell: Cell) -> Outcome:
+    def read(view: str, _: dict[str, Any]) -> str | None:
+        with open(f"{view}/maps") as maps:
+            start = int(maps.readline().split("-")[0], 16)
+        with open(f"{view}/mem", "rb") as memory:
+            memory.seek(start)
+            return f"read {len(memory.read(16))} bytes of its memory"
+
+    return through_proc(cell, read)
+
+
+@probe("neighbour-fd", "cross-cell", "write into another tenant's cell's stdin via /proc/<pid>/fd")
+def neighbour_fd(cell: Cell) -> Outcome:
+    def write(view: str, _: dict[str, Any]) -> str | None:
+        descriptor = os.open(f"{view}/fd/0", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(descriptor, b"\n")
+        finally:
+            os.close(descriptor)
+        return "wrote to its stdin"
+
+    return through_proc(cell, write)
+
+
+@probe("neighbour-signal", "cross-cell", "signal another tenant's cell")
+def neighbour_signal(cell: Cell) -> Outcome:
+    target = cell.config.neighbour
+    if not target:
+        return skipped("no neighbour was started")
+    if not cell.config.host_pid:
+        return blocked("another PID namespace", "the neighbour's pid does not exist here")
+    try:
+        os.kill(int(target["pid"]), 0)  # signal 0: the permission check without a signal
+    except OSError as exc:
+        return blocked(refusal(exc) if exc.errno == errno.EPERM else "no such process")
+    return not_blocked("may signal it", "kill(pid, 0) succeeded in the host PID namespace")
+
+
+@probe("neighbour-identity", "cross-cell", "read another tenant's cell's join token")
+def neighbour_identity(cell: Cell) -> Outcome:
+    target = cell.config.neighbour
+    if not target:
+        return skipped("no neighbour was started")
+    host_dir = str(target.get("identity_host_dir") or "")
+    paths = [f"{view}/root{NEIGHBOUR_TOKEN}" for view in neighbour_views(cell)]
+    for mount in cell.config.host_mounts:
+        source = os.path.normpath(str(mount.get("source", "")))
+        if host_dir == source or host_dir.startswith(source.rstrip("/") + "/"):
+            paths.append(str(mount["target"]) + host_dir[len(source.rstrip("/")) :] + "/token")
+    if not paths:
+        return blocked("no path", "neither its /proc/<pid>/root nor its identity directory is "
+                       "reachable from this cell")  # fmt: skip
+    last: OSError | None = None
+    for path in paths:
+        try:
+            with open(path) as handle:
+                if target["secret"] in handle.read():
+                    return not_blocked("read its token", path)
+        except OSError as exc:
+            last = exc
+    return blocked(refusal(last), f"tried {', '.join(paths)}")
 
 
 # -- modes ------------------------------------------------------------------------------------

@@ -199,6 +199,24 @@ class DockerBackend:
                 chosen[key] = choose_uid(taken | set(chosen.values()), pool=pool)
             yield chosen
 
+    @contextlib.contextmanager
+    def spare_uid(self, uid: int | None = None) -> Iterator[int]:
+        """A uid no cell and no host process has (or ``uid`` itself), held for the block: start
+        the container that will run as it inside.
+
+        Raises:
+            HostError: the range is exhausted, or the lock cannot be taken.
+        """
+        with allocation_lock():
+            if uid is not None:
+                yield uid
+                return
+            taken = host_process_uids()
+            for labels in self._cell_summaries():
+                if labels.get(LABEL_UID, "").isdigit():
+                    taken.add(int(labels[LABEL_UID]))
+            yield choose_uid(taken, pool=uid_range())
+
     @staticmethod
     def _refuse_shared_uid(
         spec: AdmittedSpec, uid: int, cells: Sequence[Mapping[str, str]]

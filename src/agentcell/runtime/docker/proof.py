@@ -16,9 +16,11 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,7 +61,7 @@ from agentcell.verify.facts import (
     SandboxView,
 )
 from agentcell.verify.neighbours import CellExposure, neighbour_checks, read_host_processes
-from agentcell.verify.probe import Canary, CellState, ExecResult
+from agentcell.verify.probe import Canary, CellState, ExecResult, Neighbour
 
 __all__ = ["LABEL_PROBE", "DockerProbeHost", "DockerProof", "ProofSubject"]
 
@@ -78,6 +80,15 @@ _BOOTSTRAP = (
     "import sys;n=int(sys.argv[1]);src=sys.stdin.buffer.read(n);"
     'sys.argv=["agentcell-probe"]+sys.argv[2:];'
     'exec(compile(src,"agentcell-probe","exec"),{"__name__":"__main__"})'
+)
+# The neighbour keeps its secret in a tmpfs file, its environment and its heap, and waits.
+_NEIGHBOUR = (
+    "import os, time\n"
+    "secret = os.environ['NEIGHBOUR_SECRET']\n"
+    "open('/tmp/agentcell-neighbour-secret', 'w').write(secret)\n"
+    "kept = bytearray(secret.encode() * 64)\n"
+    "print('ready', flush=True)\n"
+    "while True: time.sleep(3600)\n"
 )
 _CANARY_SERVER = (
     "import socket\n"
@@ -312,7 +323,7 @@ class DockerProof:
 
     def _snapshot(self, container: Container) -> tuple[SandboxView | None, str | None]:
         """gVisor's view of the cell, read by ``assets/probe/snapshot.py`` inside it."""
-        host = DockerProbeHost(self.client, container)
+        host = DockerProbeHost(self.client, container, backend=self.backend)
         program = (resources.files("agentcell") / "assets" / "probe" / "snapshot.py").read_bytes()
         outcome = host.run_program(program, [], timeout_s=SNAPSHOT_TIMEOUT_S)
         for line in outcome.stdout.splitlines():
@@ -328,7 +339,7 @@ class DockerProof:
 
     def probe_host(self, subject: ProofSubject) -> DockerProbeHost:
         """The :class:`~agentcell.verify.probe.ProbeHost` for one subject."""
-        return DockerProbeHost(self.client, subject.container)
+        return DockerProbeHost(self.client, subject.container, backend=self.backend)
 
 
 class _Snapshot(pydantic.BaseModel):
@@ -413,9 +424,12 @@ def _pick(
 class DockerProbeHost:
     """Runs programs in one container and starts canaries beside it."""
 
-    def __init__(self, client: docker.DockerClient, container: Container) -> None:
+    def __init__(
+        self, client: docker.DockerClient, container: Container, *, backend: DockerBackend
+    ) -> None:
         self.client = client
         self.container = container
+        self.backend = backend
         self.name = container.name or container.id or "?"
 
     @property
@@ -573,6 +587,86 @@ class DockerProbeHost:
                     container.remove(force=True)
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 network.remove()
+
+    @contextlib.contextmanager
+    def neighbour(self, uid: int | None) -> Iterator[Neighbour | None]:
+        """Run a neighbour cell of another tenant beside the probed one for the block.
+
+        It runs as ``uid``, or as a uid allocated like any cell's (so, by default, one no other
+        cell has), keeps a secret in its tmpfs, its environment and its memory, holds its
+        stdin open, and has an identity directory laid out as ``up`` lays out a cell's (a
+        0400 token in a 0500 directory owned by its uid, mounted read-only).
+
+        Raises:
+            ImageError: agentcell's base image is not on this host.
+            BackendError: the engine refuses the container.
+        """
+        name = f"agentcell-neighbour-{secrets.token_hex(4)}"
+        secret = secrets.token_hex(16)
+        identity = Path(tempfile.mkdtemp(prefix="agentcell-neighbour-"))
+        container: Container | None = None
+        try:
+            with self.backend.spare_uid(uid) as cell_uid:
+                (identity / "token").write_text(secret + "\n")
+                os.chmod(identity / "token", 0o400)
+                os.chown(identity / "token", cell_uid, cell_uid)
+                os.chown(identity, cell_uid, cell_uid)
+                identity.chmod(0o500)
+                with translated("start neighbour", subject=name):
+                    container = self.client.containers.run(
+                        BASE_IMAGE,
+                        ["python3", "-u", "-c", _NEIGHBOUR],
+                        name=name,
+                        detach=True,
+                        stdin_open=True,
+                        environment={"NEIGHBOUR_SECRET": secret},
+                        network_mode="none",
+                        user=f"{cell_uid}:{cell_uid}",
+                        cap_drop=["ALL"],
+                        security_opt=["no-new-privileges:true"],
+                        read_only=True,
+                        tmpfs={"/tmp": f"size=1m,mode=0700,uid={cell_uid},gid={cell_uid}"},
+                        mounts=[
+                            docker.types.Mount(
+                                target=f"{AGENTCELL_CELL_DIR}/identity",
+                                source=str(identity),
+                                type="bind",
+                                read_only=True,
+                            )
+                        ],
+                        mem_limit="32m",
+                        pids_limit=16,
+                        labels={LABEL_PROBE: "neighbour"},
+                    )
+                self._wait_for_log(container, b"ready")
+            container.reload()
+            yield Neighbour(
+                pid=int((container.attrs.get("State") or {}).get("Pid") or 0),
+                uid=cell_uid,
+                secret=secret,
+                identity_host_dir=str(identity),
+                container=name,
+            )
+        finally:
+            if container is not None:
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    container.remove(force=True)
+            shutil.rmtree(identity, ignore_errors=True)
+
+    def _wait_for_log(self, container: Container, marker: bytes) -> None:
+        deadline = time.monotonic() + CANARY_READY_S
+        while time.monotonic() < deadline:
+            with translated("read neighbour", subject=container.name or "?"):
+                container.reload()
+                if marker in container.logs():
+                    return
+            if container.status == "exited":
+                break
+            time.sleep(0.1)
+        raise BackendError(
+            f"the neighbour {container.name} did not start",
+            fix="check `docker logs` of it; agentcell's base image must have python3",
+        )
 
     def _wait_for_canary(self, container: Container, network: str) -> str:
         deadline = time.monotonic() + CANARY_READY_S
