@@ -3,6 +3,7 @@ nothing created on the engine."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -12,7 +13,6 @@ import docker
 import pytest
 
 from agentcell.runtime.docker.translate import container_name, network_name
-
 from tests.conftest import Created
 
 AGENTCELL = Path(sys.executable).with_name("agentcell")
@@ -133,3 +133,30 @@ def test_runsc_with_a_network_is_refused_on_this_host(
     assert "runs without networking on this host" in result.stderr
     assert cells_of(docker_client, tenant) == []
     assert docker_client.networks.list(names=[network_name(tenant, "backend")]) == []
+
+
+@pytest.mark.parametrize("policy", ["restricted", "monitoring-agent"])
+@pytest.mark.parametrize("source", ["/run/agentcell", "/var/lib/agentcell", "HOME", "/"])
+def test_no_mount_of_agentcell_state_is_admitted_even_with_an_exception(
+    docker_client: docker.DockerClient, tmp_path: Path, tenant: str, source: str, policy: str
+) -> None:
+    home = tmp_path / "home"
+    (home / "run" / "identity" / "other" / "agent").mkdir(parents=True)
+    mounted = str(home / "run") if source == "HOME" else source
+    extra = (
+        f"  host:\n    mounts: [{{source: {mounted}, target: /host/state}}]\n"
+        "  exceptions:\n"
+        "    - {rule: AC-040, reason: reads other cells' tokens}\n"
+        "    - {rule: AC-025, reason: reads the host state}\n"
+        "    - {rule: AC-027, reason: reads the host state}\n"
+    )
+    result = subprocess.run(
+        [str(AGENTCELL), "up", "-f", str(write(tmp_path, spec(tenant, extra=extra))),
+         "--policy", policy],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "AGENTCELL_HOME": str(home)},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "AC-040" in result.stderr
+    assert "spec.host.mounts[0]" in result.stderr
+    assert cells_of(docker_client, tenant) == []
