@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from agentcell.controlplane.limits import ConnectionTable
+from agentcell.controlplane.memory import release_free_memory
 from agentcell.controlplane.settings import ServerLimits
 from agentcell.controlplane.telemetry import Telemetry
 
@@ -39,6 +40,10 @@ Listener = Literal["tcp", "unix"]
 # the listening sockets themselves, so accept() never meets EMFILE.
 FD_RESERVE = 128
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# After this many connections have closed, their freed memory is handed back to the system
+# (a second later, so a burst of closes costs one trim).
+TRIM_AFTER_CLOSES = 32
+TRIM_DELAY_S = 1.0
 
 
 def peer_of(transport: asyncio.BaseTransport | None) -> str:
@@ -136,17 +141,21 @@ class GuardedConnection(asyncio.Protocol):
                 ssl_handshake_timeout=limits.tls_handshake_timeout,
                 ssl_shutdown_timeout=limits.tls_handshake_timeout,
             )
-        except ConnectionAbortedError:
-            # What asyncio's SSL protocol raises when ssl_handshake_timeout expires.
-            self._listeners.telemetry.connection_timeouts.labels(phase="tls_handshake").inc()
-            log.info(
-                "closed a connection from %s: no TLS handshake within %g s",
-                self.peer,
-                limits.tls_handshake_timeout,
-            )
-            return
         except OSError as exc:  # ssl.SSLError is one: a refused certificate, a reset, ...
-            log.debug("TLS handshake with %s failed: %s", self.peer, exc)
+            # The exception's traceback holds start_tls()'s frame, which holds the future that
+            # holds the exception: a cycle that keeps the TLS state (a 256 KiB buffer) alive
+            # until the cyclic GC runs, which a flood of failed handshakes outpaces.
+            exc.__traceback__ = None
+            if isinstance(exc, ConnectionAbortedError):
+                # What asyncio's SSL protocol raises when ssl_handshake_timeout expires.
+                self._listeners.telemetry.connection_timeouts.labels(phase="tls_handshake").inc()
+                log.info(
+                    "closed a connection from %s: no TLS handshake within %g s",
+                    self.peer,
+                    limits.tls_handshake_timeout,
+                )
+            else:
+                log.debug("TLS handshake with %s failed: %s", self.peer, exc)
             return
         if tls is None or self._lost:
             return
@@ -265,6 +274,8 @@ class Listeners:
             )
         self._servers: list[asyncio.Server] = []
         self._connections: set[GuardedConnection] = set()
+        self._closed_since_trim = 0
+        self._trim: asyncio.TimerHandle | None = None
 
     async def listen_tcp(self, host: str, port: int, *, backlog: int = 1024) -> None:
         """Accept TLS connections on ``host:port``.
@@ -300,6 +311,14 @@ class Listeners:
         self._connections.discard(connection)
         self.table.release(connection.peer)
         self.telemetry.connections_open.labels(listener=connection._listener).dec()
+        self._closed_since_trim += 1
+        if self._closed_since_trim >= TRIM_AFTER_CLOSES and self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY_S, self._release)
+
+    def _release(self) -> None:
+        self._trim = None
+        self._closed_since_trim = 0
+        release_free_memory()
 
     def stop_accepting(self) -> None:
         """Close the listening sockets; open connections stay."""
@@ -310,6 +329,9 @@ class Listeners:
         """Close every connection still open (after aiohttp has finished its own) and wait
         for the listeners to be gone."""
         self.stop_accepting()
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         for connection in list(self._connections):
             connection.abort()
         for server in self._servers:

@@ -26,6 +26,7 @@ from aiohttp import web
 from agentcell.controlplane.app import build_app
 from agentcell.controlplane.listeners import Listeners
 from agentcell.controlplane.lograte import RepeatFilter, rate_limited_logging
+from agentcell.controlplane.memory import keep_mmap_threshold
 from agentcell.controlplane.service import ControlPlane
 from agentcell.controlplane.settings import ControlPlanePaths, ServerSettings
 from agentcell.controlplane.store import Store
@@ -127,6 +128,7 @@ async def serve(
         HostError: a listener cannot be opened (address in use, no permission).
         StorageError: the database cannot be opened.
     """
+    keep_mmap_threshold()
     with rate_limited_logging(settings.limits.log_lines_per_second) as repeat:
         flusher = asyncio.create_task(_flush_log_summaries(repeat))
         try:

@@ -182,6 +182,40 @@ def test_a_connection_flood_from_one_peer_leaves_the_server_answering(
     assert "Too many open files" not in plane.server.log.read_text()
 
 
+def test_memory_of_closed_connections_goes_back_to_the_system(
+    make_control_plane: MakePlane,
+) -> None:
+    """1,000 admitted connections at once (the limits raised for it), then closed: the server
+    returns to about its size before, instead of keeping its peak."""
+    plane = make_control_plane(
+        {"AGENTCELL_TLS_HANDSHAKE_TIMEOUT": "120s", "AGENTCELL_MAX_CONNECTIONS_PER_PEER": "2000"}
+    )
+    assert plane.call(None, "GET", "/healthz").status == 200
+    baseline = _rss(_pid(plane))
+    held: list[socket.socket] = []
+    with _file_limit(3000):
+        try:
+            for _ in range(1000):
+                held.append(socket.create_connection(("127.0.0.1", plane.server.port)))
+            _eventually(
+                lambda: (
+                    _sample(_prometheus(plane), "agentcell_connections_open", listener="tcp")
+                    >= 1000
+                ),
+                seconds=10,
+                what="1000 open connections",
+            )
+            peak = _rss(_pid(plane))
+        finally:
+            for sock in held:
+                sock.close()
+    _eventually(
+        lambda: _rss(_pid(plane)) - baseline < 30 * MiB,
+        seconds=10,
+        what=f"RSS back near {baseline / MiB:.0f} MiB (peak {peak / MiB:.0f} MiB)",
+    )
+
+
 def test_slow_peers_are_closed_within_the_timeouts(make_control_plane: MakePlane) -> None:
     plane = make_control_plane(
         {
