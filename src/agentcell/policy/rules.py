@@ -650,6 +650,7 @@ def _gvisor_pids(view: CellView) -> list[Violation]:
         )
     ]
 
+
 # -- the catalogue -----------------------------------------------------------------------------
 
 CATALOGUE: tuple[Rule, ...] = (
