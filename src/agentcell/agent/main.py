@@ -13,12 +13,18 @@ Standard library only. Its life in a cell:
    If the certificate is revoked, or expires because renewal kept failing, say so in one line
    and exit: a cell with no valid identity must not pretend to work.
 
-Exit codes: 0 stopped by a signal, 2 bad configuration, 3 enrolment refused, 4 certificate
-revoked, 5 certificate expired without renewal.
+Enrolment waits out what will pass: an unreachable control plane, a 5xx answer, and a 429
+(too many attempts from this peer), after which it waits as long as ``Retry-After`` says, within
+:data:`RETRY_AFTER_MAX_S`. Everything else about the token is final.
+
+Exit codes: 0 stopped by a signal, 2 bad configuration, 3 no usable join token (refused, or
+missing because it was already used or never written: only ``agentcell up`` issues another),
+4 certificate revoked, 5 certificate expired without renewal.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import signal
@@ -40,6 +46,11 @@ VERSION = "0.1.0"
 SERVER_NAME = "agentcell-controlplane"
 RENEW_AT = 2 / 3
 HEARTBEAT_EVERY_S = 60.0
+# Bounds on a server's Retry-After: at least a second, so a 0 cannot make a busy loop, and at
+# most five minutes, so a wrong header cannot park the agent for longer than its token lives.
+RETRY_AFTER_MIN_S = 1.0
+RETRY_AFTER_MAX_S = 300.0
+ENROL_BACKOFF_MAX_S = 30.0
 
 EXIT_CONFIG = 2
 EXIT_ENROL_REFUSED = 3
@@ -175,37 +186,51 @@ class ReferenceAgent:
     # -- identity ----------------------------------------------------------------------------
 
     def enrol(self) -> None:
-        """Get the first certificate with the join token; retry while unreachable.
+        """Get the first certificate with the join token; retry while unreachable, busy
+        (5xx) or rate-limited (429, after its Retry-After).
 
         Raises:
-            AgentExit: the token is missing or refused.
+            AgentExit: the token is missing, unreadable or refused.
         """
-        try:
-            token = self.config.token_file.read_text().strip()
-        except OSError as exc:
-            raise AgentExit(
-                EXIT_CONFIG, f"cannot read the join token {self.config.token_file}: {exc}"
-            ) from exc
+        token = self._join_token()
         pending = self.config.state_dir / "key.pending"
         new_key = generate_key_and_csr(pending, common_name="agentcell-agent")
         body = json.dumps({"token": token, "csr": new_key.csr_pem}).encode()
-        delay = 1.0
+        backoff = 1.0
         while True:
             try:
                 answer = self.transport.request("POST", "/v1/agent/enrol", body)
             except TransportError as exc:
+                wait, backoff = backoff, min(backoff * 2, ENROL_BACKOFF_MAX_S)
                 log.warning("control plane unreachable for enrolment (%s); retrying", exc)
-                if self.stop.wait(delay):
-                    raise AgentExit(0, "stopped before enrolment") from exc
-                delay = min(delay * 2, 30.0)
-                continue
-            if answer.status != 200:
-                raise AgentExit(
-                    EXIT_ENROL_REFUSED,
-                    f"enrolment refused ({answer.status} {answer.reason}): {answer.error}; "
-                    "run `agentcell up` again to give this cell a fresh join token",
-                )
-            break
+            else:
+                if answer.status == 200:
+                    break
+                if answer.status == 429:
+                    # Refused before the token was looked at: it is still good after the wait.
+                    wait = retry_delay(answer.retry_after, default=backoff)
+                    log.warning(
+                        "enrolment refused for now (429 %s): %s; retrying in %g s",
+                        answer.reason,
+                        answer.error,
+                        wait,
+                    )
+                elif answer.status >= 500:
+                    wait, backoff = backoff, min(backoff * 2, ENROL_BACKOFF_MAX_S)
+                    log.warning(
+                        "control plane cannot enrol now (%d %s): %s; retrying",
+                        answer.status,
+                        answer.reason,
+                        answer.error,
+                    )
+                else:
+                    raise AgentExit(
+                        EXIT_ENROL_REFUSED,
+                        f"enrolment refused ({answer.status} {answer.reason}): {answer.error}; "
+                        "run `agentcell up` again to give this cell a fresh join token",
+                    )
+            if self.stop.wait(wait):
+                raise AgentExit(0, "stopped before enrolment")
         self._install(answer.body, pending)
         self.next_sequence = max(int(answer.body["next_sequence"]), self.spool.last_sequence + 1)
         log.info(
@@ -215,6 +240,34 @@ class ReferenceAgent:
             _clock(self.not_after),
             self.next_sequence,
         )
+
+    def _join_token(self) -> str:
+        """The join token the cell was given.
+
+        Raises:
+            AgentExit: (3) there is none to use. The control plane removes a token's file once
+                the token is spent, so a cell restarted by the engine alone finds none.
+        """
+        path = self.config.token_file
+        again = "run `agentcell up` for this cell to issue a new one"
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            token = ""
+        except OSError as exc:
+            raise AgentExit(
+                EXIT_ENROL_REFUSED,
+                f"cannot read the join token {path} ({exc.strerror or exc}); {again}, "
+                "readable by the cell's uid",
+            ) from exc
+        if not token:
+            raise AgentExit(
+                EXIT_ENROL_REFUSED,
+                f"no join token at {path}: it was already used (the control plane removes a "
+                "cell's token once it has enrolled, so a cell restarted without `agentcell up` "
+                f"has none) or it was never written; {again}",
+            )
+        return token
 
     def _install(self, body: Mapping[str, object], key: Path) -> None:
         """Make ``key`` and the certificate in ``body`` the ones presented from now on."""
@@ -259,6 +312,11 @@ class ReferenceAgent:
             )
             return
         self._check_identity(answer.status, answer.reason, answer.error)
+        if answer.status == 429:
+            wait = retry_delay(answer.retry_after, default=RETRY_AFTER_MIN_S)
+            self.renew_at = now + wait
+            log.warning("renewal refused for now (%s); retrying in %g s", answer.error, wait)
+            return
         if answer.status != 200:
             log.warning("renewal refused (%s): %s", answer.reason, answer.error)
             return
@@ -409,6 +467,24 @@ class ReferenceAgent:
             return EXIT_CONFIG
         finally:
             self.transport.close()
+
+
+def retry_delay(header: str | None, *, default: float, now: float | None = None) -> float:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), else
+    ``default``; always within RETRY_AFTER_MIN_S..RETRY_AFTER_MAX_S."""
+    seconds = default
+    if header is not None:
+        text = header.strip()
+        if text.isdigit():
+            seconds = float(text)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(text).timestamp()
+            except (TypeError, ValueError, IndexError):
+                pass  # unparseable: keep the default rather than trust it
+            else:
+                seconds = when - (time.time() if now is None else now)
+    return min(max(seconds, RETRY_AFTER_MIN_S), RETRY_AFTER_MAX_S)
 
 
 def _clock(epoch: float) -> str:

@@ -66,13 +66,17 @@ class Endpoint:
 
 
 class Answer:
-    """An HTTP answer with its decoded JSON body (an empty dict when there is none)."""
+    """An HTTP answer with its decoded JSON body (an empty dict when there is none) and its
+    ``Retry-After`` header, when it had one."""
 
-    __slots__ = ("body", "status")
+    __slots__ = ("body", "retry_after", "status")
 
-    def __init__(self, *, status: int, body: dict[str, Any]) -> None:
+    def __init__(
+        self, *, status: int, body: dict[str, Any], retry_after: str | None = None
+    ) -> None:
         self.status = status
         self.body = body
+        self.retry_after = retry_after
 
     @property
     def reason(self) -> str:
@@ -174,6 +178,7 @@ class Transport:
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
                 raw = response.read()
+                retry_after = response.getheader("Retry-After")
                 if response.will_close:
                     self.close()
                 break
@@ -186,4 +191,8 @@ class Transport:
             decoded = json.loads(raw) if raw else {}
         except ValueError:
             decoded = {"error": raw[:200].decode("utf-8", "replace")}
-        return Answer(status=response.status, body=decoded if isinstance(decoded, dict) else {})
+        return Answer(
+            status=response.status,
+            body=decoded if isinstance(decoded, dict) else {},
+            retry_after=retry_after,
+        )

@@ -251,7 +251,10 @@ def test_restarted_cell_needs_up_and_then_re_enrols_cleanly(
     cells.container(container).kill(signal=int(signal.SIGKILL))
     cells.container(container).start()
     _eventually(
-        lambda: "cannot read the join token" in cells.logs(container),
+        lambda: (
+            "no join token at /run/agentcell/identity/token: it was already used"
+            in cells.logs(container)
+        ),
         seconds=20,
         what="the agent to find no join token",
     )
