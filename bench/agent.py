@@ -31,12 +31,12 @@ from typing import Any
 import docker
 import docker.errors
 
-from agentcell.agent.image import IMAGE_NAME
 from agentcell.controlplane.client import AdminClient
 from agentcell.controlplane.server import init_state
 from agentcell.controlplane.settings import ClientSettings, ControlPlanePaths
-from agentcell.identity.enrolment import prepare_cell
+from agentcell.launch import prepare_cell
 from agentcell.policy import admit, preset
+from agentcell.runtime.docker.agent_image import IMAGE_NAME
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.images import image_reference
 from agentcell.spec.load import load_paths
@@ -154,7 +154,12 @@ def main() -> int:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         server = subprocess.Popen(
-            [sys.executable, "-m", "agentcell.controlplane", "--listen", f"127.0.0.1:{port}"],
+            [
+                str(Path(sys.executable).with_name("agentcell")),
+                "server",
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
             env={**os.environ, "AGENTCELL_HOME": str(home)},
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -62,7 +62,12 @@ def start_server(home: Path, port: int, agents: int) -> subprocess.Popen[bytes]:
         "AGENTCELL_ENROL_BURST": str(max(10, agents)),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "agentcell.controlplane", "--listen", f"127.0.0.1:{port}"],
+        [
+            str(Path(sys.executable).with_name("agentcell")),
+            "server",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
         env={**os.environ, "AGENTCELL_HOME": str(home), **limits},
         stdout=subprocess.PIPE,
         stderr=open(home / "server.log", "wb"),  # noqa: SIM115 - the child owns it

@@ -13,22 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agentcell.cell.labels import agentcell_labels
+from agentcell.cell.paths import CELL_IDENTITY_DIR, CELL_SOCKET_DIR
 from agentcell.errors import AdmissionError
+from agentcell.identity.ca import SERVER_NAME
+from agentcell.identity.enrolment import write_identity_dir
+from agentcell.identity.errors import IdentityError
 from agentcell.policy.admission import AdmittedSpec, admit
 from agentcell.policy.presets import preset
 from agentcell.runtime.cells import UpResult
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.registry import EngineImages, pull_if_missing
-from agentcell.runtime.docker.translate import agentcell_labels, settings_for
+from agentcell.runtime.docker.translate import BindMount, settings_for
 from agentcell.runtime.uids import cell_ids
 from agentcell.spec.load import load_paths
 from agentcell.trust.admission import PinnedImage, pin_all
 from agentcell.trust.config import TrustConfig, load_trust_config
 
 if TYPE_CHECKING:
-    from agentcell.identity.enrolment import CellIdentity
+    from agentcell.controlplane.client import AdminClient
 
-__all__ = ["Launched", "admit_files", "up_files"]
+__all__ = ["CellIdentity", "Launched", "admit_files", "prepare_cell", "up_files"]
 
 Report = Callable[[str], None]
 
@@ -147,6 +152,61 @@ def _refuse_labelled_images(
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class CellIdentity:
+    """What ``up`` adds to an identity cell: read-only mounts and environment variables."""
+
+    mounts: tuple[BindMount, ...]
+    env: dict[str, str]
+    spiffe_id: str
+    token_expires_at: float
+    identity_dir: Path
+
+
+def prepare_cell(
+    admitted: AdmittedSpec, client: AdminClient, *, uid: tuple[int, int]
+) -> CellIdentity:
+    """Ask the control plane for a join token and lay out the cell's identity directory,
+    owned by the cell's (uid, gid) alone.
+
+    Raises:
+        ControlPlaneUnavailable: the control plane does not answer.
+        ControlPlaneError: it refused to issue a token.
+        IdentityError: it does not serve the agents' socket, or the files cannot be written.
+    """
+    paths = client.settings.paths
+    tenant, name = admitted.doc.tenant, admitted.doc.name
+    if not paths.agent_socket.exists():
+        raise IdentityError(
+            f"the control plane's agent socket {paths.agent_socket} does not exist",
+            fix="start `agentcell server` on this host (with the same AGENTCELL_HOME), "
+            "without --no-agent-socket",
+        )
+    token = client.join_token(tenant, name)
+    identity_dir = paths.cell_identity_dir(tenant, name)
+    write_identity_dir(
+        identity_dir,
+        token=token.token,
+        ca_pem=paths.ca_bundle.read_bytes(),
+        uid=uid[0],
+        gid=uid[1],
+    )
+    return CellIdentity(
+        mounts=(
+            BindMount(source=str(identity_dir), target=CELL_IDENTITY_DIR, read_only=True),
+            BindMount(source=str(paths.agent_socket_dir), target=CELL_SOCKET_DIR, read_only=True),
+        ),
+        env={
+            "AGENTCELL_CONTROL_PLANE": f"unix://{CELL_SOCKET_DIR}/{paths.agent_socket.name}",
+            "AGENTCELL_IDENTITY_DIR": CELL_IDENTITY_DIR,
+            "AGENTCELL_SERVER_NAME": SERVER_NAME,
+        },
+        spiffe_id=token.spiffe_id,
+        token_expires_at=token.expires_at,
+        identity_dir=identity_dir,
+    )
+
+
 def _identities(
     admitted: Sequence[AdmittedSpec], uids: Mapping[tuple[str, str], int]
 ) -> list[CellIdentity | None]:
@@ -156,7 +216,6 @@ def _identities(
         return [None] * len(admitted)
     from agentcell.controlplane.client import AdminClient
     from agentcell.controlplane.settings import ClientSettings
-    from agentcell.identity.enrolment import prepare_cell
 
     client = AdminClient(ClientSettings.from_environ())
     return [

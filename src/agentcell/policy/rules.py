@@ -20,8 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agentcell.cell.fields import FieldPath
+from agentcell.cell.paths import agentcell_state_dirs
 from agentcell.policy.admission import SEVERITY_RANK, Finding, Severity
-from agentcell.policy.view import CellView, FieldPath, HostMountFact, agentcell_state_dirs
+from agentcell.policy.view import CellView, HostMountFact
 from agentcell.spec.units import format_bytes
 
 __all__ = [

@@ -13,56 +13,36 @@ ports, devices, exceptions) carry their own path, so a finding points at the one
 
 from __future__ import annotations
 
-import os
-import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
+from agentcell.cell.fields import FieldPath
+from agentcell.cell.paths import (
+    DOCKER_SOCKET,
+    ENGINE_SOCKETS,
+    PROVIDED_TARGETS,
+    normalize_host_path,
+)
+from agentcell.cell.units import nanos_from_cpus
 from agentcell.errors import Location
 from agentcell.spec.load import SpecDocument
 from agentcell.spec.units import format_bytes
 
 __all__ = [
-    "AGENTCELL_CELL_DIR",
-    "ENGINE_SOCKETS",
-    "PROVIDED_TARGETS",
     "SENSITIVE_HOST_PATHS",
     "SPEC_PATHS",
     "CellView",
     "DeviceFact",
     "ExceptionFact",
-    "FieldPath",
     "HostMountFact",
     "PortFact",
     "TmpfsFact",
-    "agentcell_state_dirs",
-    "dotted",
-    "normalize_host_path",
     "view_of_spec",
 ]
 
-FieldPath = tuple[str | int, ...]
 ViewKind = Literal["spec", "container"]
-
-# Sockets that hand out control of a container engine, and so of the host, to whoever can
-# connect(2) to them. A read-only bind mount does not stop connect(2).
-ENGINE_SOCKETS = (
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-    "/run/containerd/containerd.sock",
-    "/var/run/containerd/containerd.sock",
-    "/run/crio/crio.sock",
-    "/var/run/crio/crio.sock",
-    "/run/podman/podman.sock",
-    "/var/run/cri-dockerd.sock",
-)
-
-# Where in a cell agentcell mounts what it provides itself to an identity cell: the token and
-# CA, and the directory of the control plane's agent socket (agentcell.identity.enrolment).
-AGENTCELL_CELL_DIR = "/run/agentcell"
-PROVIDED_TARGETS = (f"{AGENTCELL_CELL_DIR}/identity", f"{AGENTCELL_CELL_DIR}/controlplane")
 
 # Host directories whose contents decide who is root on the host, or what the kernel does.
 # A mount of one of them, of anything below one, or of an ancestor (``/``, ``/var``) counts.
@@ -86,29 +66,6 @@ SENSITIVE_HOST_PATHS = (
     "/var/lib/kubelet",
     "/var/run",
 )
-
-
-def agentcell_state_dirs(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Host directories holding agentcell's own state: keys, tokens, the database, sockets.
-
-    ``AGENTCELL_HOME`` (tests and non-root users put everything there), the system state and
-    run directories, ``/etc/agentcell`` (trust config, keys), and ``AGENTCELL_TRUST_CONFIG``'s
-    directory. Read when a rule runs, so a policy judges against the host it runs on.
-    """
-    env = os.environ if environ is None else environ
-    dirs = ["/var/lib/agentcell", "/run/agentcell", "/var/run/agentcell", "/etc/agentcell"]
-    if env.get("AGENTCELL_HOME"):
-        dirs.append(env["AGENTCELL_HOME"])
-    if env.get("AGENTCELL_TRUST_CONFIG"):
-        dirs.append(posixpath.dirname(env["AGENTCELL_TRUST_CONFIG"]) or "/")
-    return tuple(dict.fromkeys(normalize_host_path(d) for d in dirs))
-
-
-def normalize_host_path(path: str) -> str:
-    """``/var//run/`` and ``//var/run`` -> ``/var/run``: one spelling per host path, so a
-    trailing slash or a doubled one cannot hide a sensitive mount from a prefix test."""
-    normalized = posixpath.normpath("/" + path.lstrip("/"))
-    return "/" + normalized.lstrip("/")
 
 
 def _is_within(path: str, directory: str) -> bool:
@@ -208,14 +165,6 @@ class ExceptionFact:
     rule: str
     reason: str
     field: FieldPath
-
-
-def dotted(path: FieldPath) -> str:
-    """``("spec", "host", "mounts", 0)`` -> ``spec.host.mounts[0]``."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,10 +291,6 @@ SPEC_PATHS: Mapping[str, FieldPath] = {
     "image_agentcell_labels": ("spec", "image"),
 }
 
-_NANO = 1_000_000_000
-# What the Docker backend mounts for ``host.docker_socket: true``.
-_SPEC_DOCKER_SOCKET = "/var/run/docker.sock"
-
 
 def view_of_spec(doc: SpecDocument) -> CellView:
     """The cell a spec asks for, as the rules see it. Pure.
@@ -374,8 +319,8 @@ def view_of_spec(doc: SpecDocument) -> CellView:
     if host.docker_socket:
         mounts.append(
             HostMountFact(
-                source=_SPEC_DOCKER_SOCKET,
-                target=_SPEC_DOCKER_SOCKET,
+                source=DOCKER_SOCKET,
+                target=DOCKER_SOCKET,
                 read_only=True,
                 propagation="rprivate",
                 field=("spec", "host", "docker_socket"),
@@ -433,7 +378,7 @@ def view_of_spec(doc: SpecDocument) -> CellView:
         runtime=security.runtime,
         memory=resources.memory,
         memory_swap=resources.memory_swap,
-        cpu_nanos=round(resources.cpus * _NANO),
+        cpu_nanos=nanos_from_cpus(resources.cpus),
         pids_limit=resources.pids,
         tmpfs=tuple(
             TmpfsFact(

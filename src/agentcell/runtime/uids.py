@@ -19,26 +19,19 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from agentcell.cell.paths import run_dir
+from agentcell.cell.users import UID_RANGE, UNALLOCATED
 from agentcell.errors import HostError
 from agentcell.spec.model import AgentDocument, Security
 
 __all__ = [
-    "UID_RANGE",
-    "UNALLOCATED",
     "allocation_lock",
     "cell_ids",
     "choose_uid",
     "host_process_uids",
-    "numeric_uid",
     "uid_range",
     "with_cell_ids",
 ]
-
-# Far above the uids of people and services, and above the subordinate ranges that
-# /etc/subuid hands out from 100000 in steps of 65536 for the first few thousand users.
-UID_RANGE = range(1_000_000_000, 1_000_000_000 + 1_000_000)
-UNALLOCATED = UID_RANGE.start
-"""What settings show for a cell whose uid is allocated only at launch (``render``)."""
 
 
 def uid_range(environ: Mapping[str, str] | None = None) -> range:
@@ -83,12 +76,6 @@ def with_cell_ids(document: AgentDocument, allocated: str | None) -> AgentDocume
     return document.model_copy(update={"spec": spec})
 
 
-def numeric_uid(user: str) -> int | None:
-    """The uid of an engine ``User`` value (``1001``, ``1001:1001``); None for names or empty."""
-    uid = user.partition(":")[0]
-    return int(uid) if uid.isdigit() else None
-
-
 def choose_uid(taken: Iterable[int], *, pool: range) -> int:
     """The lowest uid of ``pool`` not in ``taken``.
 
@@ -123,8 +110,7 @@ def host_process_uids(proc: Path = Path("/proc")) -> set[int]:
 
 
 def _lock_path(environ: Mapping[str, str]) -> Path:
-    home = environ.get("AGENTCELL_HOME")
-    return (Path(home) / "run" if home else Path("/run/agentcell")) / "uids.lock"
+    return run_dir(environ) / "uids.lock"
 
 
 @contextlib.contextmanager

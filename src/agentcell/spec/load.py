@@ -19,6 +19,7 @@ import pydantic
 import yaml
 from pydantic_core import ErrorDetails
 
+from agentcell.cell.fields import FieldPath, dotted
 from agentcell.errors import Location, SpecError
 from agentcell.spec.model import AgentDocument
 
@@ -34,7 +35,6 @@ __all__ = [
     "read_spec_file",
 ]
 
-FieldPath = tuple[str | int, ...]
 
 # libyaml's parser when PyYAML was built with it (Debian's and the wheels are): several times
 # faster, with the same nodes and marks.
@@ -364,14 +364,6 @@ def _combined(problems: list[SpecError]) -> SpecError:
     if len(problems) == 1:
         return problems[0]
     return SpecError(f"{len(problems)} problems in the spec:", problems=tuple(problems))
-
-
-def dotted(path: Iterable[str | int]) -> str:
-    """``spec.resources.tmpfs[0].size`` from a field path."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
 
 
 def _short(value: Any) -> str:

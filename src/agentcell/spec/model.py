@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from agentcell.cell.labels import LABEL_PREFIX
+from agentcell.cell.paths import DOCKER_SOCKET
 from agentcell.spec.units import format_bytes, parse_bytes, parse_duration_ns
 
 __all__ = [
@@ -68,8 +70,9 @@ CAPABILITY_BITS = (
 CAPABILITIES = frozenset(CAPABILITY_BITS)
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# agentcell names containers agentcell-<tenant>-<name>; these lengths keep that a valid
-# DNS label (63) so the same names work on Kubernetes.
+# agentcell names containers agentcell_<tenant>_<name> (agentcell.cell.names); these lengths
+# keep tenant and name within one DNS label (63) together, so the same names work on
+# Kubernetes.
 Name = Annotated[str, StringConstraints(pattern=_DNS_LABEL, min_length=1, max_length=40)]
 TenantName = Annotated[str, StringConstraints(pattern=_DNS_LABEL, min_length=1, max_length=12)]
 AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)]
@@ -77,7 +80,7 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", 
 LabelKey = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$", max_length=253)
 ]
-RESERVED_LABEL_PREFIX = "org.agentcell."
+RESERVED_LABEL_PREFIX = LABEL_PREFIX
 
 
 def _size(value: Any) -> Any:
@@ -391,8 +394,8 @@ class AgentSpec(_Model):
         clash = targets & {mount.path for mount in self.resources.tmpfs}
         if clash:
             raise ValueError(f"{sorted(clash)[0]} is both a host mount and a tmpfs")
-        if self.host.docker_socket and "/var/run/docker.sock" in targets:
-            raise ValueError("docker_socket already mounts /var/run/docker.sock")
+        if self.host.docker_socket and DOCKER_SOCKET in targets:
+            raise ValueError(f"docker_socket already mounts {DOCKER_SOCKET}")
         return self
 
 

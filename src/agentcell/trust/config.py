@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from agentcell.cell.fields import FieldPath
 from agentcell.errors import Location, SpecError, TrustError
 from agentcell.spec.load import (
-    FieldPath,
     explain_validation_error,
     locate,
     parse_yaml_documents,

@@ -25,10 +25,11 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from agentcell.cell.paths import CELL_RUN_DIR, DOCKER_SOCKET, ENGINE_SOCKET_NAMES
+from agentcell.cell.seccomp import strict_profile
 from agentcell.spec.model import AgentDocument, AgentSpec
 from agentcell.spec.units import format_bytes
 from agentcell.verify.cgroups import CgroupLimits
@@ -36,7 +37,6 @@ from agentcell.verify.facts import Basis, CellTarget, HostPaths, Observation, Re
 from agentcell.verify.procfs import MountEntry, ProcStatus, capability_names, parse_size
 
 __all__ = [
-    "AGENTCELL_MOUNT_PREFIX",
     "DOCKER_MASKED_PATHS",
     "DOCKER_READONLY_PATHS",
     "Check",
@@ -64,11 +64,9 @@ _ENGINE_MOUNTS = frozenset(
     }
 )  # fmt: skip
 _ENGINE_MOUNT_PREFIXES = ("/sys/fs/cgroup/",)
-_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock")
-DOCKER_SOCKET = "/var/run/docker.sock"
-# agentcell mounts a cell's identity and the control-plane socket under this directory
-# (agentcell.identity.enrolment); they are expected although the spec does not list them.
-AGENTCELL_MOUNT_PREFIX = "/run/agentcell/"
+# agentcell mounts a cell's identity and the control-plane socket under this directory;
+# they are expected although the spec does not list them.
+AGENTCELL_MOUNT_PREFIX = CELL_RUN_DIR + "/"
 _UNREADABLE = object()
 UNTRUSTED = "reported by the image (untrusted): its own python3 read gVisor's /proc"
 # Upstream gVisor: processes started by `runsc exec` (docker exec) do not get the container's
@@ -385,8 +383,7 @@ def _expected_profile(mode: str) -> tuple[str, Any]:
     if mode == "unconfined":
         return "unconfined", "unconfined"
     if mode == "strict":
-        asset = resources.files("agentcell") / "assets" / "seccomp" / "strict.json"
-        return "agentcell strict profile", json.loads(asset.read_text(encoding="utf-8"))
+        return "agentcell strict profile", strict_profile()
     path = Path(mode)
     try:
         return f"custom profile {path}", json.loads(path.read_text(encoding="utf-8"))
@@ -825,7 +822,8 @@ def _mounts(
     sockets = [
         entry
         for entry in entries
-        if entry.mount_point.endswith(_SOCKETS) or entry.root.endswith(_SOCKETS)
+        if entry.mount_point.endswith(ENGINE_SOCKET_NAMES)
+        or entry.root.endswith(ENGINE_SOCKET_NAMES)
     ]
     if spec.host.docker_socket:
         entry = _topmost(entries, DOCKER_SOCKET)

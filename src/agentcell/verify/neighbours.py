@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentcell.cell.paths import ENGINE_SOCKET_NAMES
 from agentcell.verify.compare import Check
 from agentcell.verify.procfs import KernelReadError, capability_names, read_status, read_text
 
@@ -45,7 +46,6 @@ _PER_UID_LIMITS = (
 )
 # What lets a process into another uid's /proc/<pid>/{root,mem,environ,fd} or signal it.
 _CROSS_UID_CAPABILITIES = frozenset({"SYS_PTRACE", "DAC_OVERRIDE", "DAC_READ_SEARCH", "KILL"})
-_ENGINE_SOCKET_NAMES = ("docker.sock", "containerd.sock", "crio.sock", "podman.sock")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,7 +285,7 @@ def _mounts(exposure: CellExposure, state_dirs: Sequence[str]) -> Check:
                 exposed.append(f"{source} (agentcell's {directory})")
                 break
         else:
-            if source.endswith(_ENGINE_SOCKET_NAMES):
+            if source.endswith(ENGINE_SOCKET_NAMES):
                 exposed.append(f"{source} (an engine socket)")
     if exposed:
         return Check(

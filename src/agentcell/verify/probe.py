@@ -24,11 +24,11 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from typing import Any, Literal, Protocol
 
 import pydantic
 
+from agentcell.cell.paths import asset
 from agentcell.errors import BackendError, Error
 from agentcell.spec.model import AgentDocument
 from agentcell.spec.units import format_bytes
@@ -245,7 +245,7 @@ class _Line(pydantic.BaseModel):
 
 def probe_program() -> bytes:
     """The source of the probe program shipped with agentcell."""
-    return (resources.files("agentcell") / "assets" / "probe" / "probe.py").read_bytes()
+    return asset("probe", "probe.py").read_bytes()
 
 
 def _selection(only: Sequence[str] | None) -> tuple[str, ...]:

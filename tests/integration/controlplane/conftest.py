@@ -9,7 +9,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from agentcell.agent.image import IMAGE_NAME
+from agentcell.runtime.docker.agent_image import IMAGE_NAME
 from agentcell.runtime.docker.images import image_reference
 
 from .cp_harness import ControlPlane, make_home, start_control_plane

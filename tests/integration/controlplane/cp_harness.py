@@ -36,6 +36,7 @@ from agentcell.controlplane.settings import ClientSettings, ControlPlanePaths
 from agentcell.controlplane.store import Store
 from agentcell.identity.ca import SERVER_NAME
 
+AGENTCELL = str(Path(sys.executable).with_name("agentcell"))
 READY_TIMEOUT_S = 30.0
 
 
@@ -64,13 +65,8 @@ class ServerProcess:
         """Start the server and wait for its "ready" line."""
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "agentcell.controlplane",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                ],
+                # The console script users run, so tests start what they start.
+                [AGENTCELL, "server", "--listen", f"127.0.0.1:{self.port}"],
                 env=self.env,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -23,7 +23,7 @@ from docker.models.containers import Container
 
 from agentcell.cli.identity_cmds import metrics
 from agentcell.controlplane.api import RevokeRequest
-from agentcell.identity.enrolment import prepare_cell
+from agentcell.launch import prepare_cell
 from agentcell.policy import admit, preset
 from agentcell.policy.admission import AdmittedSpec
 from agentcell.runtime.docker.backend import DockerBackend

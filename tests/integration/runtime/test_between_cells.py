@@ -17,11 +17,11 @@ import docker
 import pytest
 from docker.models.containers import Container
 
+from agentcell.cell.names import container_name, network_name
+from agentcell.cell.users import UID_RANGE
 from agentcell.errors import CellConflict
 from agentcell.policy import AdmittedSpec, admit
 from agentcell.runtime.docker.backend import DockerBackend
-from agentcell.runtime.docker.translate import container_name, network_name
-from agentcell.runtime.uids import UID_RANGE
 from agentcell.spec.load import SpecDocument, load_text
 from tests.conftest import Created
 from tests.policies import AdmitAll

@@ -12,11 +12,11 @@ import docker
 import pytest
 from docker.models.containers import Container
 
+from agentcell.cell.users import UID_RANGE
 from agentcell.errors import HostError
 from agentcell.policy import AdmittedSpec, admit
 from agentcell.runtime.cells import Cell
 from agentcell.runtime.docker.backend import DockerBackend
-from agentcell.runtime.uids import UID_RANGE
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import RuntimeName
 from tests.policies import AdmitAll

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import agentcell.agent
-from agentcell.agent.image import build_context
 from agentcell.agent.main import AgentConfig
 from agentcell.agent.transport import Endpoint
+from agentcell.runtime.docker.agent_image import build_context
 
 PACKAGE = Path(agentcell.agent.__file__).resolve().parent
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from agentcell.cell.users import UNALLOCATED
 from agentcell.cli.main import app
-from agentcell.runtime.uids import UNALLOCATED
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 runner = CliRunner()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -42,7 +43,16 @@ def test_excepted_findings_do_not_lower_the_score(observed: Observe) -> None:
     labels = {
         "org.agentcell.managed": "true",
         "org.agentcell.tenant": "t1",
-        "org.agentcell.exception.AC-007": "writes its cache into the image on purpose",
+        "org.agentcell.exceptions": "AC-007",
+        "org.agentcell.spec": json.dumps(
+            {
+                "spec": {
+                    "exceptions": [
+                        {"rule": "AC-007", "reason": "writes its cache into the image on purpose"}
+                    ]
+                }
+            }
+        ),
     }
     container = observed({"Config": {"Labels": labels}, "HostConfig": {"ReadonlyRootfs": False}})
     (result,) = audit([container], RESTRICTED).containers

@@ -13,13 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yaml.reader import Reader
 
+from agentcell.cell.paths import ENGINE_SOCKETS
 from agentcell.errors import AdmissionError, BackendError, SpecError
 from agentcell.policy import admit
 from agentcell.policy.admission import apply_exceptions
 from agentcell.policy.lint import lint
 from agentcell.policy.presets import preset
 from agentcell.policy.rules import RULE_IDS
-from agentcell.policy.view import ENGINE_SOCKETS, SENSITIVE_HOST_PATHS, view_of_spec
+from agentcell.policy.view import SENSITIVE_HOST_PATHS, view_of_spec
 from agentcell.runtime.docker.facts import view_of_container
 from agentcell.spec.load import SpecDocument, load_text
 from agentcell.spec.model import CAPABILITIES

@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 import pytest
 
+from agentcell.cell.paths import PROVIDED_TARGETS
 from agentcell.policy.admission import AllOf, Severity
 from agentcell.policy.presets import TenantPolicy, preset
 from agentcell.policy.rules import CATALOGUE, RULE_IDS, Rule, rule
-from agentcell.policy.view import PROVIDED_TARGETS, CellView
+from agentcell.policy.view import CellView
 
 Source = Literal["spec", "container"]
 RESTRICTED = preset("restricted")
@@ -369,7 +370,7 @@ def test_only_agentcell_cells_get_provided_mounts(
 
 
 def test_provided_targets_are_where_identity_mounts() -> None:
-    from agentcell.identity.enrolment import CELL_IDENTITY_DIR, CELL_SOCKET_DIR
+    from agentcell.cell.paths import CELL_IDENTITY_DIR, CELL_SOCKET_DIR
 
     assert {CELL_IDENTITY_DIR, CELL_SOCKET_DIR} == set(PROVIDED_TARGETS)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from agentcell.cell.seccomp import blocks_io_uring, load_profile, strict_profile_path
 from agentcell.errors import BackendError
-from agentcell.runtime.docker.facts import seccomp_blocks_io_uring, view_of_container
-from agentcell.runtime.docker.translate import strict_profile_path
+from agentcell.runtime.docker.facts import view_of_container
 
 MiB = 1024**2
 
@@ -94,12 +94,12 @@ def test_privileged_means_no_seccomp_and_no_dropped_capabilities() -> None:
     ],
 )  # fmt: skip
 def test_seccomp_profile_analysis(profile: dict[str, Any], blocks: bool) -> None:
-    assert seccomp_blocks_io_uring(json.dumps(profile)) is blocks
+    assert blocks_io_uring(load_profile(json.dumps(profile))) is blocks
 
 
 @pytest.mark.parametrize("text", ["not json", "[]", '{"syscalls": []}', '{"defaultAction": 1}'])
 def test_unreadable_seccomp_profile_is_unknown(text: str) -> None:
-    assert seccomp_blocks_io_uring(text) is None
+    assert blocks_io_uring(load_profile(text)) is None
 
 
 def test_limits() -> None:
@@ -155,7 +155,9 @@ def test_restart_and_healthcheck() -> None:
 def test_exceptions_are_read_only_from_agentcell_cells() -> None:
     labels = {
         "org.agentcell.exceptions": "AC-007,AC-025",
-        "org.agentcell.exception.AC-025": "reads /proc for metrics",
+        "org.agentcell.spec": json.dumps(
+            {"spec": {"exceptions": [{"rule": "AC-025", "reason": "reads /proc for metrics"}]}}
+        ),
         "org.agentcell.source": "examples/monitor.yaml:4",
         "org.agentcell.tenant": "demo",
     }

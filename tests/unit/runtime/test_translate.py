@@ -10,17 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentcell.cell.labels import LABEL_SPEC, LABEL_SPEC_HASH
+from agentcell.cell.names import container_name, network_name
+from agentcell.cell.users import UNALLOCATED
 from agentcell.errors import SpecError
 from agentcell.policy import AdmittedSpec, admit
-from agentcell.runtime.docker.translate import (
-    LABEL_SPEC,
-    LABEL_SPEC_HASH,
-    BindMount,
-    container_name,
-    network_name,
-    settings_for,
-)
-from agentcell.runtime.uids import UNALLOCATED
+from agentcell.runtime.docker.translate import BindMount, settings_for
 from agentcell.spec.load import load_paths, load_text
 from agentcell.spec.model import AgentDocument
 from tests.policies import AdmitAll

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agentcell.runtime.docker.translate import (
+from agentcell.cell.labels import (
     LABEL_EXCEPTIONS,
     LABEL_IMAGE_REQUESTED,
     LABEL_IMAGE_TRUST,

@@ -10,60 +10,54 @@ at the inspect field they came from (``container web: HostConfig.CapAdd``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from typing import Any
 
 import docker
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentcell.errors import BackendError, CellNotFound, ImageError, Location
-from agentcell.policy.audit import ObservedContainer
-from agentcell.policy.view import (
-    PROVIDED_TARGETS,
-    CellView,
-    DeviceFact,
-    ExceptionFact,
-    FieldPath,
-    HostMountFact,
-    PortFact,
-    TmpfsFact,
-    dotted,
-    normalize_host_path,
-)
-from agentcell.runtime.docker.client import translated
-from agentcell.runtime.docker.translate import (
+from agentcell.cell.fields import FieldPath, dotted
+from agentcell.cell.labels import (
     LABEL_EXCEPTIONS,
     LABEL_SOURCE,
     LABEL_SPEC,
     LABEL_TENANT,
     agentcell_labels,
-    strict_profile_path,
     trusted_labels,
 )
+from agentcell.cell.paths import PROVIDED_TARGETS, normalize_host_path
+from agentcell.cell.seccomp import (
+    blocks_io_uring,
+    is_strict_profile,
+    load_profile,
+)
+from agentcell.cell.units import NANO
+from agentcell.errors import BackendError, CellNotFound, ImageError, Location
+from agentcell.policy.audit import ObservedContainer
+from agentcell.policy.view import (
+    CellView,
+    DeviceFact,
+    ExceptionFact,
+    HostMountFact,
+    PortFact,
+    TmpfsFact,
+)
+from agentcell.runtime.docker.client import translated
 
 __all__ = [
     "INSPECT_PATHS",
-    "LABEL_EXCEPTION_PREFIX",
     "image_labels_by_id",
     "observe_host",
-    "seccomp_blocks_io_uring",
     "view_of_container",
 ]
 
-LABEL_EXCEPTION_PREFIX = "org.agentcell.exception."
-"""``org.agentcell.exception.AC-012=<reason>`` carries one exception with its reason."""
 
 # Inspecting is one request per container. On a local engine the client's own work dominates:
 # with 100 containers, 1, 4 and 8 requests in flight all took 110-180 ms on a 2-core host (see
 # bench/policy.py). A few in flight hide the round trips of a remote engine (DOCKER_HOST=tcp).
 INSPECT_WORKERS = 4
-
-IO_URING_SYSCALLS = ("io_uring_setup", "io_uring_enter", "io_uring_register")
-_ALLOWING_ACTIONS = frozenset({"SCMP_ACT_ALLOW", "SCMP_ACT_LOG"})
 
 
 class _Model(BaseModel):
@@ -394,59 +388,9 @@ class _SecurityOptions:
             self.seccomp, self.seccomp_blocks_io_uring = "default", False
         else:
             # The docker CLI reads a profile file and sends its content inline.
-            self.seccomp = "strict" if _is_strict_profile(value) else "custom:inline profile"
-            self.seccomp_blocks_io_uring = seccomp_blocks_io_uring(value)
-
-
-@cache
-def _strict_profile() -> object:
-    try:
-        return json.loads(strict_profile_path().read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None  # a build without the strict profile: nothing is recognised as strict
-
-
-def _is_strict_profile(profile_json: str) -> bool:
-    """The inline profile is agentcell's shipped strict profile, whitespace aside."""
-    strict = _strict_profile()
-    if strict is None:
-        return False
-    try:
-        return bool(json.loads(profile_json) == strict)
-    except json.JSONDecodeError:
-        return False
-
-
-def seccomp_blocks_io_uring(profile_json: str) -> bool | None:
-    """Whether a seccomp profile (Docker's JSON format) refuses every io_uring syscall.
-
-    A syscall counts as allowed if any rule that names it allows it (under whatever argument
-    or architecture condition), or if no rule names it and the default action allows. None
-    when the text is not a profile.
-    """
-    try:
-        profile = json.loads(profile_json)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(profile, dict):
-        return None
-    default = profile.get("defaultAction")
-    rules = profile.get("syscalls") or []
-    if not isinstance(default, str) or not isinstance(rules, list):
-        return None
-    for syscall in IO_URING_SYSCALLS:
-        named = False
-        for rule in rules:
-            if not isinstance(rule, dict):
-                return None
-            names = rule.get("names") or ([rule["name"]] if "name" in rule else [])
-            if syscall in names:
-                named = True
-                if rule.get("action") in _ALLOWING_ACTIONS:
-                    return False
-        if not named and default in _ALLOWING_ACTIONS:
-            return False
-    return True
+            profile = load_profile(value)
+            self.seccomp = "strict" if is_strict_profile(profile) else "custom:inline profile"
+            self.seccomp_blocks_io_uring = blocks_io_uring(profile)
 
 
 def _user(text: str) -> tuple[int | None, str]:
@@ -486,7 +430,7 @@ def _cpu_nanos(host: _HostConfig) -> int | None:
         return host.nano_cpus
     if host.cpu_quota and host.cpu_quota > 0:
         period = host.cpu_period if host.cpu_period and host.cpu_period > 0 else 100_000
-        return host.cpu_quota * 1_000_000_000 // period
+        return host.cpu_quota * NANO // period
     return None
 
 
@@ -561,9 +505,8 @@ class _LabelledSpec(_Model):
 def _exceptions(labels: Mapping[str, str]) -> tuple[ExceptionFact, ...]:
     """The exceptions an agentcell cell was admitted with, and their written reasons.
 
-    Reasons come from the normalized spec the cell carries (``org.agentcell.spec``), or from
-    an ``org.agentcell.exception.<RULE>`` label; a rule id listed only in
-    ``org.agentcell.exceptions`` points at the spec file instead.
+    Reasons come from the normalized spec the cell carries (``org.agentcell.spec``); a rule id
+    listed only in ``org.agentcell.exceptions`` points at the spec file instead.
     """
     found: dict[str, ExceptionFact] = {}
     try:
@@ -579,12 +522,6 @@ def _exceptions(labels: Mapping[str, str]) -> tuple[ExceptionFact, ...]:
                 field=("Config", "Labels", LABEL_SPEC),
             ),
         )
-    for key, value in labels.items():
-        if key.startswith(LABEL_EXCEPTION_PREFIX):
-            rule = key.removeprefix(LABEL_EXCEPTION_PREFIX)
-            found.setdefault(
-                rule, ExceptionFact(rule=rule, reason=value, field=("Config", "Labels", key))
-            )
     source = labels.get(LABEL_SOURCE, "the spec")
     for rule in filter(None, (r.strip() for r in labels.get(LABEL_EXCEPTIONS, "").split(","))):
         found.setdefault(

@@ -7,7 +7,6 @@ arguments and the equivalent ``docker run`` command line, so what ``render`` pri
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shlex
@@ -16,6 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentcell.cell.labels import (
+    LABEL_AGENT,
+    LABEL_EXCEPTIONS,
+    LABEL_IMAGE_REQUESTED,
+    LABEL_IMAGE_TRUST,
+    LABEL_MANAGED,
+    LABEL_RUNTIME,
+    LABEL_SOURCE,
+    LABEL_SPEC,
+    LABEL_SPEC_HASH,
+    LABEL_TENANT,
+    LABEL_UID,
+)
+from agentcell.cell.names import container_name, network_name
+from agentcell.cell.paths import DOCKER_SOCKET
+from agentcell.cell.seccomp import strict_profile_json, strict_profile_path
+from agentcell.cell.units import NANO, nanos_from_cpus
 from agentcell.errors import Location, SpecError
 from agentcell.policy.admission import AdmittedSpec
 from agentcell.runtime.uids import cell_ids
@@ -23,89 +39,12 @@ from agentcell.spec.model import AgentDocument, TmpfsMount
 from agentcell.spec.units import format_bytes
 
 __all__ = [
-    "DOCKER_SOCKET",
-    "LABEL_AGENT",
-    "LABEL_EXCEPTIONS",
-    "LABEL_IMAGE_REQUESTED",
-    "LABEL_IMAGE_TRUST",
-    "LABEL_MANAGED",
-    "LABEL_PREFIX",
-    "LABEL_RUNTIME",
-    "LABEL_SOURCE",
-    "LABEL_SPEC",
-    "LABEL_SPEC_HASH",
-    "LABEL_TENANT",
-    "LABEL_UID",
-    "NAME_SEPARATOR",
     "BindMount",
     "ContainerSettings",
-    "agentcell_labels",
-    "container_name",
-    "is_agentcell_network",
-    "network_name",
     "settings_for",
     "spec_hash",
     "spec_json",
-    "trusted_labels",
 ]
-
-LABEL_PREFIX = "org.agentcell."
-LABEL_MANAGED = "org.agentcell.managed"
-LABEL_TENANT = "org.agentcell.tenant"
-LABEL_AGENT = "org.agentcell.agent"
-LABEL_SPEC_HASH = "org.agentcell.spec-hash"
-LABEL_RUNTIME = "org.agentcell.runtime"
-LABEL_SOURCE = "org.agentcell.source"
-LABEL_EXCEPTIONS = "org.agentcell.exceptions"
-LABEL_SPEC = "org.agentcell.spec"
-LABEL_IMAGE_REQUESTED = "org.agentcell.image-requested"
-LABEL_IMAGE_TRUST = "org.agentcell.image-trust"
-LABEL_UID = "org.agentcell.uid"
-DOCKER_SOCKET = "/var/run/docker.sock"
-NANO = 1_000_000_000
-
-
-# Tenants and names are DNS labels: letters, digits and '-', never '_'. Joining them with '_'
-# makes the name injective: ("ux", "a-x") and ("ux-a", "x") were both agentcell-ux-a-x under
-# the old '-' scheme, and one tenant's `up` replaced the other's cell.
-NAME_SEPARATOR = "_"
-NAME_PREFIX = "agentcell"
-LEGACY_PREFIX = "agentcell-"
-
-
-def container_name(tenant: str, name: str) -> str:
-    """The container name of a cell: ``agentcell_<tenant>_<name>``, one per (tenant, name)."""
-    return NAME_SEPARATOR.join((NAME_PREFIX, tenant, name))
-
-
-def network_name(tenant: str, network: str) -> str:
-    """The engine network behind a spec's ``network: <name>`` for ``tenant``."""
-    return NAME_SEPARATOR.join((NAME_PREFIX, tenant, network))
-
-
-def is_agentcell_network(name: str) -> bool:
-    """Whether ``name`` has the form of a network agentcell makes (new or old scheme)."""
-    return name.startswith((NAME_PREFIX + NAME_SEPARATOR, LEGACY_PREFIX))
-
-
-def agentcell_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """The ``org.agentcell.*`` labels among ``labels``."""
-    return {key: value for key, value in labels.items() if key.startswith(LABEL_PREFIX)}
-
-
-def trusted_labels(
-    container_labels: Mapping[str, str], image_labels: Mapping[str, str]
-) -> dict[str, str] | None:
-    """agentcell's labels of a container when agentcell set them at create time, else None.
-
-    The engine merges an image's labels into its containers', so an image labelled
-    ``org.agentcell.managed=true`` would make any container from it look like a cell, with
-    whatever exceptions the image claims. Admission refuses images carrying agentcell labels,
-    so a container whose image has any is not a cell agentcell made, whatever it says.
-    """
-    if container_labels.get(LABEL_MANAGED) != "true" or agentcell_labels(image_labels):
-        return None
-    return agentcell_labels(container_labels)
 
 
 def spec_json(document: AgentDocument) -> str:
@@ -392,7 +331,7 @@ def settings_for(
         tmpfs={
             mount.path: _tmpfs_options(mount, cell_uid, cell_gid) for mount in spec.resources.tmpfs
         },
-        nano_cpus=round(spec.resources.cpus * NANO),
+        nano_cpus=nanos_from_cpus(spec.resources.cpus),
         mem_limit=spec.resources.memory,
         memswap_limit=spec.resources.memory_swap,
         pids_limit=spec.resources.pids,
@@ -415,14 +354,8 @@ def _seccomp(mode: str, where: Location) -> tuple[str | None, str | None]:
     if mode == "unconfined":
         return None, "seccomp=unconfined"
     if mode == "strict":
-        return str(strict_profile_path()), _strict_profile_option()
+        return str(strict_profile_path()), "seccomp=" + strict_profile_json()
     return mode, _profile_option(Path(mode), where)
-
-
-@functools.cache
-def _strict_profile_option() -> str:
-    """The shipped profile never changes while agentcell runs: read and compacted once."""
-    return _profile_option(strict_profile_path(), Location(field="security.seccomp"))
 
 
 def _profile_option(path: Path, where: Location) -> str:
@@ -443,8 +376,3 @@ def _profile_option(path: Path, where: Location) -> str:
             fix="fix the profile file",
         ) from exc
     return "seccomp=" + json.dumps(profile, separators=(",", ":"))
-
-
-def strict_profile_path() -> Path:
-    """The strict seccomp profile shipped with agentcell."""
-    return Path(__file__).resolve().parents[2] / "assets" / "seccomp" / "strict.json"

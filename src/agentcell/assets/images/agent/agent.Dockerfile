@@ -1,7 +1,7 @@
 # The reference monitoring agent (src/agentcell/agent, standard library only) on the minimal
 # python-runtime image.
 # Its build context is this folder plus the agent package copied in as agentcell_agent/
-# (agentcell.agent.image.build_context makes it). Built with the classic builder (Docker 20.10,
+# (agentcell.runtime.docker.agent_image.build_context makes it). Built with the classic builder (Docker 20.10,
 # docker-py), so no BuildKit-only syntax. BASE is the offline mmdebstrap image unless named.
 ARG BASE=agentcell/base:bookworm
 ARG RUNTIME=agentcell/python-runtime:0.1.0

@@ -1,0 +1,37 @@
+"""Container and network names of cells.
+
+Tenants and names are DNS labels: letters, digits and '-', never '_'. Joining them with '_'
+makes the name injective: ("ux", "a-x") and ("ux-a", "x") were both ``agentcell-ux-a-x`` under
+the old '-' scheme, and one tenant's ``up`` replaced the other's cell.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LEGACY_PREFIX",
+    "NAME_PREFIX",
+    "NAME_SEPARATOR",
+    "container_name",
+    "is_agentcell_network",
+    "network_name",
+]
+
+NAME_SEPARATOR = "_"
+NAME_PREFIX = "agentcell"
+LEGACY_PREFIX = "agentcell-"
+"""The old scheme, ``agentcell-<tenant>-<name>``: cells under it are found and migrated."""
+
+
+def container_name(tenant: str, name: str) -> str:
+    """The container name of a cell: ``agentcell_<tenant>_<name>``, one per (tenant, name)."""
+    return NAME_SEPARATOR.join((NAME_PREFIX, tenant, name))
+
+
+def network_name(tenant: str, network: str) -> str:
+    """The engine network behind a spec's ``network: <name>`` for ``tenant``."""
+    return NAME_SEPARATOR.join((NAME_PREFIX, tenant, network))
+
+
+def is_agentcell_network(name: str) -> bool:
+    """Whether ``name`` has the form of a network agentcell makes (new or old scheme)."""
+    return name.startswith((NAME_PREFIX + NAME_SEPARATOR, LEGACY_PREFIX))
