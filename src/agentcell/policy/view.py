@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 from agentcell.cell.fields import FieldPath
@@ -25,6 +26,8 @@ from agentcell.cell.paths import (
     PROVIDED_TARGETS,
     normalize_host_path,
 )
+from agentcell.cell.seccomp import blocks_io_uring as blocks_io_uring_in
+from agentcell.cell.seccomp import load_profile
 from agentcell.cell.units import nanos_from_cpus
 from agentcell.errors import Location
 from agentcell.spec.load import SpecDocument
@@ -348,7 +351,9 @@ def view_of_spec(doc: SpecDocument) -> CellView:
         blocks_io_uring: bool | None = security.seccomp == "strict"
     else:
         seccomp = f"custom:{security.seccomp}"
-        blocks_io_uring = None
+        # Read with the same analysis audit applies to the profile the engine holds, so lint
+        # and audit agree about a custom profile.
+        blocks_io_uring = blocks_io_uring_in(load_profile(_profile_text(security.seccomp)))
 
     restart = spec.restart
     # Docker reads on-failure with 0 retries as "retry forever".
@@ -412,6 +417,14 @@ def view_of_spec(doc: SpecDocument) -> CellView:
         origin=_spec_origin(doc),
         paths=SPEC_PATHS,
     )
+
+
+def _profile_text(path: str) -> str:
+    """A custom profile's text; empty (unknown to the analysis) when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _spec_origin(doc: SpecDocument) -> Callable[[FieldPath], Location]:
