@@ -10,9 +10,12 @@ Who is calling is decided here and nowhere else:
 - **Admin endpoints** (``/v1/admin/*``, ``/metrics``) take a bearer token and are not served on
   the agents' Unix socket at all, so a cell cannot even try them.
 
-One route table drives both the router and the OpenAPI document, so the two cannot drift.
-Handlers are thin: they authenticate, validate the body with :mod:`~agentcell.controlplane.api`
-and call :class:`~agentcell.controlplane.service.ControlPlane` on a worker thread.
+One route table drives the router, the authentication and the OpenAPI document, so the three
+cannot drift. Each :class:`Route` declares its audience (``admin``, ``agent`` or ``public``)
+and one middleware enforces it before the handler runs; no handler checks credentials itself,
+and a matched route without an audience is refused. Handlers are thin: they validate the body
+with :mod:`~agentcell.controlplane.api` and call
+:class:`~agentcell.controlplane.service.ControlPlane` on a worker thread.
 
 Abuse is bounded here too: a request body must arrive within ``request_body_timeout`` (408
 and the connection closed otherwise), and enrolment and renewal attempts are rate-limited per
@@ -52,7 +55,10 @@ __all__ = ["ROUTES", "Route", "build_app"]
 
 log = logging.getLogger("agentcell.controlplane")
 
-Auth = Literal["mtls", "join-token", "admin", "none"]
+Audience = Literal["admin", "agent", "public"]
+"""Who may call a route: ``admin`` (the bearer token, never on the agents' socket), ``agent``
+(a verified client certificate naming an agent, not revoked), ``public`` (anyone; a credential,
+if any, is in the body, like enrolment's join token)."""
 T = TypeVar("T")
 Handler = Callable[["Handlers", web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,17 +79,22 @@ class QueryParam:
 
 @dataclass(frozen=True)
 class Route:
-    """One endpoint: how it is reached, who may call it, and what it takes and gives."""
+    """One endpoint: how it is reached, who may call it, and what it takes and gives.
+
+    ``body_credential`` names a credential carried in a public route's body (documented, and
+    checked by the handler's service call rather than by the middleware).
+    """
 
     method: Literal["GET", "POST", "PUT"]
     path: str
     handler: str
-    auth: Auth
+    audience: Audience
     summary: str
     request: type[pydantic.BaseModel] | None = None
     response: type[pydantic.BaseModel] | None = None
     query: tuple[QueryParam, ...] = ()
     content_type: str = "application/json"
+    body_credential: str | None = None
 
 
 _TENANT_Q = QueryParam("tenant", "Only this tenant.")
@@ -91,20 +102,20 @@ _AGENT_Q = QueryParam("agent", "Only this agent.")
 _LIMIT_Q = QueryParam("limit", "How many items (per agent for metrics).", "integer")
 
 ROUTES: tuple[Route, ...] = (
-    Route("POST", "/v1/agent/enrol", "enrol", "join-token",
+    Route("POST", "/v1/agent/enrol", "enrol", "public",
           "Trade a one-time join token and a CSR for the agent's first certificate.",
-          api.EnrolRequest, api.EnrolResponse),
-    Route("POST", "/v1/agent/renew", "renew", "mtls",
+          api.EnrolRequest, api.EnrolResponse, body_credential="the one-time join token"),
+    Route("POST", "/v1/agent/renew", "renew", "agent",
           "Get a new certificate for a new key before the current one expires.",
           api.RenewRequest, api.IssuedCertificateBody),
-    Route("POST", "/v1/agent/heartbeat", "heartbeat", "mtls",
+    Route("POST", "/v1/agent/heartbeat", "heartbeat", "agent",
           "Say the agent is alive.", api.HeartbeatRequest, api.HeartbeatResponse),
-    Route("POST", "/v1/agent/reports", "reports", "mtls",
+    Route("POST", "/v1/agent/reports", "reports", "agent",
           "Store a batch of sequenced metrics and event reports, each exactly once.",
           api.ReportBatch, api.ReportAck),
-    Route("GET", "/v1/agent/config", "agent_config", "mtls",
+    Route("GET", "/v1/agent/config", "agent_config", "agent",
           "Read the configuration of the caller's tenant.", None, api.TenantConfig),
-    Route("GET", "/v1/agent/cells", "agent_cells", "mtls",
+    Route("GET", "/v1/agent/cells", "agent_cells", "agent",
           "List the enrolled agents of the caller's tenant.", None, api.CellList),
     Route("POST", "/v1/admin/join-tokens", "join_token", "admin",
           "Issue a one-time join token for one agent of one tenant.",
@@ -128,8 +139,8 @@ ROUTES: tuple[Route, ...] = (
           "Replace a tenant's configuration.", api.TenantConfigRequest, api.TenantConfig),
     Route("GET", "/metrics", "prometheus", "admin",
           "Prometheus metrics (text exposition format).", content_type=CONTENT_TYPE),
-    Route("GET", "/openapi.json", "openapi", "none", "This document."),
-    Route("GET", "/healthz", "healthz", "none", "Liveness: 200 while the server runs."),
+    Route("GET", "/openapi.json", "openapi", "public", "This document."),
+    Route("GET", "/healthz", "healthz", "public", "Liveness: 200 while the server runs."),
 )  # fmt: skip
 
 
@@ -157,6 +168,25 @@ def _json(model: pydantic.BaseModel, status: int = 200) -> web.Response:
     return web.Response(
         body=model.model_dump_json().encode(), status=status, content_type="application/json"
     )
+
+
+CALLER_KEY = web.RequestKey("caller", Caller)
+
+
+def _caller(request: web.Request) -> Caller:
+    """The agent the audience middleware authenticated for this request.
+
+    Raises:
+        HTTPProblem: 500 when the route is not an agent route (a handler wired to the wrong
+            audience fails closed rather than running without a caller).
+    """
+    caller = request.get(CALLER_KEY)
+    if not isinstance(caller, Caller):
+        log.error(
+            "%s %s reads an agent caller but is not an agent route", request.method, request.path
+        )
+        raise HTTPProblem(500, "internal error", reason="internal")
+    return caller
 
 
 def _is_agent_socket(request: web.Request) -> bool:
@@ -356,6 +386,18 @@ class Handlers:
                 "directory's admin.token",
             )
 
+    def authenticate(self, request: web.Request, audience: Audience) -> None:
+        """Enforce a route's audience; an agent's identity is kept on the request.
+
+        Raises:
+            HTTPProblem: the caller is not of the audience (see :meth:`caller` and
+                :meth:`require_admin`).
+        """
+        if audience == "admin":
+            self.require_admin(request)
+        elif audience == "agent":
+            request[CALLER_KEY] = self.caller(request)
+
     # -- agent endpoints ---------------------------------------------------------------------
 
     async def enrol(self, request: web.Request) -> web.Response:
@@ -370,7 +412,7 @@ class Handlers:
         return _json(answer)
 
     async def renew(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = _caller(request)
         # Keyed by identity, not connection: each renewal revokes the certificate it replaces,
         # so a loop of renewals would otherwise be a loop of writes.
         self._limit_attempts(self.renew_attempts, caller.identity.key, "renewal")
@@ -382,7 +424,7 @@ class Handlers:
         return _json(answer)
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = _caller(request)
         raw = await self._body(request)
         if raw.strip():
             api.HeartbeatRequest.model_validate_json(raw)
@@ -390,7 +432,7 @@ class Handlers:
 
     async def reports(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        caller = self.caller(request)
+        caller = _caller(request)
         try:
             batch = api.ReportBatch.model_validate_json(await self._body(request))
         except pydantic.ValidationError:
@@ -406,32 +448,28 @@ class Handlers:
         return _json(ack)
 
     async def agent_config(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = _caller(request)
         return _json(await self._read(lambda: self.service.tenant_config(caller.identity.tenant)))
 
     async def agent_cells(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = _caller(request)
         return _json(await self._read(lambda: self.service.cells(caller.identity.tenant)))
 
     # -- admin endpoints ---------------------------------------------------------------------
 
     async def join_token(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         body = api.JoinTokenRequest.model_validate_json(await self._body(request))
         return _json(await self._write(lambda: self.service.issue_token(body)), status=201)
 
     async def admin_cells(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         tenant = _label_param(request, "tenant")
         return _json(await self._read(lambda: self.service.cells(tenant)))
 
     async def admin_certificates(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         tenant, agent = _label_param(request, "tenant"), _label_param(request, "agent")
         return _json(await self._read(lambda: self.service.certificates(tenant, agent)))
 
     async def admin_revoke(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         body = api.RevokeRequest.model_validate_json(await self._body(request))
         answer = await self._write(lambda: self.service.revoke(body))
         if not answer.revoked:
@@ -444,7 +482,6 @@ class Handlers:
         return _json(answer)
 
     async def admin_metrics(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         name = request.match_info["name"]
         if not re.fullmatch(r"[a-z][a-z0-9_.]{0,63}", name):
             raise HTTPProblem(400, f"{name!r} is not a metric name", reason="bad_parameter")
@@ -457,7 +494,6 @@ class Handlers:
         )
 
     async def admin_events(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         tenant, agent = _label_param(request, "tenant"), _label_param(request, "agent")
         limit = _limit(request, 50)
         return _json(
@@ -465,18 +501,15 @@ class Handlers:
         )
 
     async def admin_get_config(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         tenant = _label_param(request, "tenant") or ""
         return _json(await self._read(lambda: self.service.tenant_config(tenant)))
 
     async def admin_put_config(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         tenant = _label_param(request, "tenant") or ""
         body = api.TenantConfigRequest.model_validate_json(await self._body(request))
         return _json(await self._write(lambda: self.service.set_tenant_config(tenant, body)))
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        self.require_admin(request)
         text = await self._read(self.service.metrics_text)
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
 
@@ -512,6 +545,9 @@ class Handlers:
         """Stop the worker threads."""
         self.readers.shutdown(wait=True)
         self.writer.shutdown(wait=True)
+
+
+HANDLERS_KEY = web.AppKey("handlers", Handlers)
 
 
 @web.middleware
@@ -562,17 +598,41 @@ async def _errors(
             connection.request_finished()
 
 
+def _audience_middleware(
+    handlers: Handlers, audiences: dict[web.AbstractRoute, Audience]
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The one place credentials are checked: each matched route's declared audience."""
+
+    @web.middleware
+    async def audience(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        match = request.match_info
+        declared = audiences.get(match.route)
+        if declared is None:
+            if match.http_exception is not None:  # 404/405: aiohttp's own answer, no handler
+                return await handler(request)
+            log.error("%s %s has no audience; refused", request.method, request.path)
+            raise HTTPProblem(500, "internal error", reason="internal")
+        handlers.authenticate(request, declared)
+        return await handler(request)
+
+    return audience
+
+
 def build_app(service: ControlPlane, *, admin_token: str) -> web.Application:
     """The aiohttp application for ``service``; its handlers close with the app."""
     handlers = Handlers(service, admin_token=admin_token)
+    audiences: dict[web.AbstractRoute, Audience] = {}
     app = web.Application(
-        middlewares=[_errors], client_max_size=service.settings.limits.max_body_bytes
+        middlewares=[_errors, _audience_middleware(handlers, audiences)],
+        client_max_size=service.settings.limits.max_body_bytes,
     )
     for route in ROUTES:
         bound: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(
             handlers, route.handler
         )
-        app.router.add_route(route.method, route.path, bound)
+        audiences[app.router.add_route(route.method, route.path, bound)] = route.audience
 
     async def background(app: web.Application) -> Any:
         window = service.settings.limits.enrol_refusal_window
@@ -591,5 +651,5 @@ def build_app(service: ControlPlane, *, admin_token: str) -> web.Application:
         handlers.close()
 
     app.cleanup_ctx.append(background)
-    app["handlers"] = handlers
+    app[HANDLERS_KEY] = handlers
     return app

@@ -16,11 +16,12 @@ if TYPE_CHECKING:
 
 __all__ = ["document"]
 
+# Each operation's security comes from its route's audience, the same field the middleware
+# enforces; ``x-agentcell-audience`` names the audience itself.
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
-    "mtls": [{"agentCertificate": []}],
-    "join-token": [],
+    "agent": [{"agentCertificate": []}],
     "admin": [{"adminToken": []}],
-    "none": [],
+    "public": [],
 }
 
 
@@ -38,7 +39,8 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
         operation: dict[str, Any] = {
             "operationId": route.handler,
             "summary": route.summary,
-            "security": _SECURITY[route.auth],
+            "security": _SECURITY[route.audience],
+            "x-agentcell-audience": route.audience,
             "responses": {
                 "200": {
                     "description": "OK",
@@ -88,8 +90,8 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
                     }
                 },
             }
-        if route.auth == "join-token":
-            operation["description"] = "Authenticated by the join token in the body."
+        if route.body_credential is not None:
+            operation["description"] = f"Authenticated by {route.body_credential} in the body."
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -99,7 +101,9 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             "description": (
                 "Agents call /v1/agent/* over mutual TLS; their tenant and agent come from the "
                 "verified client certificate's SPIFFE URI SAN, never from the request. "
-                "Administrators call /v1/admin/* with a bearer token."
+                "Administrators call /v1/admin/* and /metrics with a bearer token, never on the "
+                "agents' socket. Each operation's x-agentcell-audience (admin, agent, public) "
+                "is what the server enforces before any handler runs."
             ),
         },
         "paths": paths,
