@@ -8,12 +8,15 @@ the bodies so other commands do not pay for aiohttp, SQLAlchemy or cryptography.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from agentcell.cli import names
+from agentcell.cli.options import AgentFilter, JsonAlias, OutputOption, TenantFilter
+from agentcell.cli.output import print_json, wants_json
 
 if TYPE_CHECKING:
     from agentcell.controlplane.client import AdminClient
@@ -42,10 +45,12 @@ Url = Annotated[
         "--url", help="Control plane URL (default: $AGENTCELL_CONTROLPLANE_URL or 127.0.0.1:8443)."
     ),
 ]
-Tenant = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
-JsonOut = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
 
 _BARS = "▁▂▃▄▅▆▇█"
+REASON_MAX = 200
+"""What the control plane keeps of a revocation reason (its request model's limit)."""
+POINTS_MAX = EVENTS_MAX = 1000
+"""The most items the admin API answers with (its ``limit`` query parameter)."""
 
 
 def sparkline(values: list[float]) -> str:
@@ -124,6 +129,8 @@ def ca_init(
     force: Annotated[
         bool, typer.Option(help="Replace an existing CA (every agent must enrol again).")
     ] = False,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Create the control plane's CA (key 0600), server certificate and admin token."""
     from agentcell.controlplane.server import init_state
@@ -137,6 +144,21 @@ def ca_init(
         server_names=(*DEFAULT_SERVER_NAMES, *(san or [])),
         force=force,
     )
+    if wants_json(output, json_alias):
+        print_json(
+            "CertificateAuthority",
+            [
+                {
+                    "trust_domain": ca.trust_domain,
+                    "state_dir": str(paths.state_dir),
+                    "ca_certificate": str(ca.files.ca_cert),
+                    "ca_key": str(ca.files.ca_key),
+                    "server_certificate": str(ca.files.server_cert),
+                    "admin_token": str(paths.admin_token),
+                }
+            ],
+        )
+        return
     print(f"CA for trust domain {ca.trust_domain} in {paths.state_dir}")
     print(f"  CA certificate  {ca.files.ca_cert}")
     print(f"  CA key (0600)   {ca.files.ca_key}")
@@ -147,15 +169,16 @@ def ca_init(
 def cert_list(
     state_dir: StateDir = None,
     url: Url = None,
-    tenant: Tenant = None,
-    agent: Annotated[str | None, typer.Option(help="Only this agent.")] = None,
-    json_out: JsonOut = False,
+    tenant: TenantFilter = None,
+    agent: AgentFilter = None,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """List issued agent certificates: serial, identity, validity, revocation."""
     client = _client(state_dir, url)
     listing = client.certificates(tenant=tenant, agent=agent)
-    if json_out:
-        print(listing.model_dump_json(indent=2))
+    if wants_json(output, json_alias):
+        print_json("CertificateList", listing.model_dump(mode="json")["certificates"])
         return
     now = dt.datetime.now(dt.UTC).timestamp()
     print(f"{'SERIAL':<41} {'AGENT':<30} {'KIND':<6} {'NOT AFTER':<21} STATE")
@@ -173,43 +196,70 @@ def cert_list(
 
 
 def cert_revoke(
-    target: Annotated[str, typer.Argument(help="A serial (hex) or TENANT/AGENT (all current).")],
-    reason: Annotated[str, typer.Option(help="Why, recorded with the revocation.")] = (
-        "revoked by an administrator"
-    ),
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TARGET", help="A serial (hex) or TENANT/AGENT (all its current ones)."
+        ),
+    ],
+    reason: Annotated[
+        str, typer.Option(help="Why, recorded with the revocation (at most 200 characters).")
+    ] = "revoked by an administrator",
     state_dir: StateDir = None,
     url: Url = None,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Revoke a certificate; its holder is refused from its next request on."""
     from agentcell.controlplane.api import RevokeRequest
 
+    parsed = names.revoke_target(target)
+    if len(reason) > REASON_MAX:
+        raise names.InvalidInput(
+            f"--reason is {len(reason)} characters long; at most {REASON_MAX} are kept",
+            fix="say it shorter",
+        )
     client = _client(state_dir, url)
-    if "/" in target:
-        tenant, _, agent = target.partition("/")
+    if isinstance(parsed, tuple):
+        tenant, agent = parsed
         request = RevokeRequest(tenant=tenant, agent=agent, reason=reason)
     else:
-        request = RevokeRequest(serial=target, reason=reason)
-    for serial in client.revoke(request).revoked:
+        request = RevokeRequest(serial=parsed, reason=reason)
+    revoked = client.revoke(request).revoked
+    if wants_json(output, json_alias):
+        print_json("RevokeResult", ({"serial": serial} for serial in revoked))
+        return
+    for serial in revoked:
         print(f"revoked {serial}")
 
 
 def metrics(
-    name: Annotated[str, typer.Argument(help="Metric name, e.g. cpu.utilization or load.1m.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="METRIC",
+            help="Metric name, e.g. cpu.utilization or load.1m.",
+            parser=names.metric_name,
+        ),
+    ],
     state_dir: StateDir = None,
     url: Url = None,
-    tenant: Tenant = None,
-    agent: Annotated[str | None, typer.Option(help="Only this agent.")] = None,
-    points: Annotated[int, typer.Option(help="Values per agent in the sparkline.")] = 30,
-    json_out: JsonOut = False,
+    tenant: TenantFilter = None,
+    agent: AgentFilter = None,
+    points: Annotated[
+        int, typer.Option(min=1, max=POINTS_MAX, help="Values per agent in the sparkline.")
+    ] = 30,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Latest value of one metric per agent, with a sparkline of recent values."""
     client = _client(state_dir, url)
     listing = client.metric(name, tenant=tenant, agent=agent, limit=points)
     from agentcell.cli.terminal import literal, printable
 
-    if json_out:
-        # json.dumps escapes every non-ASCII character, C1 controls included.
-        print(json.dumps(listing.model_dump(mode="json"), indent=2))
+    if wants_json(output, json_alias):
+        data = listing.model_dump(mode="json")
+        print_json("MetricList", data.pop("series"), **data)
         return
     if not listing.series:
         sys.stderr.write(printable(f"no values of {name} yet") + "\n")
@@ -236,18 +286,22 @@ def metrics(
 def events(
     state_dir: StateDir = None,
     url: Url = None,
-    tenant: Tenant = None,
-    agent: Annotated[str | None, typer.Option(help="Only this agent.")] = None,
-    limit: Annotated[int, typer.Option(help="How many of the newest events.")] = 50,
-    json_out: JsonOut = False,
+    tenant: TenantFilter = None,
+    agent: AgentFilter = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=EVENTS_MAX, help="How many of the newest events.")
+    ] = 50,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Recent events from agents and the control plane (enrolments, revocations, ...)."""
     client = _client(state_dir, url)
     listing = client.events(tenant=tenant, agent=agent, limit=limit)
     from agentcell.cli.terminal import printable
 
-    if json_out:
-        print(json.dumps(listing.model_dump(mode="json"), indent=2))
+    if wants_json(output, json_alias):
+        data = listing.model_dump(mode="json")
+        print_json("EventList", data.pop("events"), **data)
         return
     for event in listing.events:
         # An event's kind and message are the agent's own text.

@@ -8,12 +8,24 @@ Thin: each command parses its options, calls into the layers below and prints. H
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from agentcell.errors import Error
+from agentcell.cli.options import (
+    CellArg,
+    CellArgs,
+    FollowOption,
+    JsonAlias,
+    OutputOption,
+    PolicyOption,
+    SpecFiles,
+    SpecFilesOptional,
+    TenantFilter,
+    spec_paths,
+)
+from agentcell.cli.output import print_json, wants_json
+from agentcell.errors import CellNotFound, Error
 
 if TYPE_CHECKING:
     from agentcell.runtime.docker.backend import DockerBackend
@@ -24,7 +36,6 @@ app = typer.Typer(
     name="agentcell",
     help="Run agent services in hardened cells and prove the isolation holds.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 image_app = typer.Typer(
@@ -39,11 +50,9 @@ app.add_typer(ca_app, name="ca")
 cert_app = typer.Typer(help="Cell certificates: list and revoke.", no_args_is_help=True)
 app.add_typer(cert_app, name="cert")
 
-SpecFiles = Annotated[
-    list[Path],
-    typer.Option("-f", "--file", help="Spec file or directory (repeatable)."),
-]
-PolicyName = Annotated[str, typer.Option("--policy", help="Policy preset to admit with.")]
+# The README's exit codes: a name that matches nothing is bad input, like a malformed one.
+_BAD_INPUT: tuple[type[Error], ...] = (CellNotFound,)
+EXIT_BAD_INPUT = 2
 
 
 def _err(message: str) -> None:
@@ -59,13 +68,58 @@ def _backend() -> DockerBackend:
     return DockerBackend.connect()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from agentcell import __version__
+
+        print(f"agentcell {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Run agent services in hardened cells and prove the isolation holds."""
+
+
 @app.command()
-def up(files: SpecFiles, policy: PolicyName = "restricted") -> None:
+def up(
+    files: SpecFiles,
+    policy: PolicyOption = "restricted",
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
+) -> None:
     """Admit each spec, check the host and the images, then make each cell match its spec
     (create, leave, start or replace)."""
     from agentcell.launch import up_files
 
-    for launched in up_files(files, policy_name=policy, backend=_backend(), warn=_err):
+    launched_cells = up_files(spec_paths(files), policy_name=policy, backend=_backend(), warn=_err)
+    if wants_json(output, json_alias):
+        print_json(
+            "UpResult",
+            (
+                {
+                    "action": launched.result.action,
+                    "tenant": launched.result.cell.tenant,
+                    "agent": launched.result.cell.agent,
+                    "container": launched.result.cell.container,
+                    "runtime": launched.result.cell.runtime,
+                    "image": launched.image.reference_by_digest,
+                    "image_requested": launched.image.requested,
+                    "image_trust": launched.image.trust,
+                    "warnings": list(launched.result.warnings),
+                }
+                for launched in launched_cells
+            ),
+        )
+        return
+    for launched in launched_cells:
         result, cell = launched.result, launched.result.cell
         print(
             f"{result.action:9} {cell.key} ({cell.container}) runtime={cell.runtime} "
@@ -75,51 +129,74 @@ def up(files: SpecFiles, policy: PolicyName = "restricted") -> None:
 
 @app.command()
 def down(
-    names: Annotated[
-        list[str] | None, typer.Argument(help="Cells as TENANT/AGENT or AGENT.")
-    ] = None,
-    files: Annotated[
-        list[Path] | None, typer.Option("-f", "--file", help="Remove the cells of these specs.")
-    ] = None,
+    names: CellArgs = None,
+    files: SpecFilesOptional = None,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Stop and remove cells, named or from spec files."""
+    from agentcell.cli.names import InvalidInput
     from agentcell.spec.load import load_paths
 
     if not names and not files:
-        raise typer.BadParameter("name a cell or pass -f SPEC")
+        raise InvalidInput("no cell to remove", fix="name a cell (TENANT/AGENT) or pass -f SPEC")
     backend = _backend()
-    keys = [doc.document.key for doc in load_paths(files or [])]
+    keys = [doc.document.key for doc in load_paths(spec_paths(files or []))]
     for ref in names or []:
         cell = backend.find(ref)
         keys.append((cell.tenant, cell.agent))
-    for tenant, agent in keys:
-        removed = backend.down(tenant, agent)
-        print(f"{'removed' if removed else 'absent':9} {tenant}/{agent}")
+    removed = [(tenant, agent, backend.down(tenant, agent)) for tenant, agent in keys]
+    if wants_json(output, json_alias):
+        print_json(
+            "DownResult",
+            ({"tenant": t, "agent": a, "removed": gone} for t, a, gone in removed),
+        )
+        return
+    for tenant, agent, gone in removed:
+        print(f"{'removed' if gone else 'absent':9} {tenant}/{agent}")
 
 
 @app.command()
 def ps(
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant's cells.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    tenant: TenantFilter = None,
+    output: Annotated[
+        Literal["text", "wide", "json"],
+        typer.Option(
+            "-o", "--output", help="text (fits 80 columns), wide (every column), or json."
+        ),
+    ] = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
-    """List cells: tenant, agent, state, runtime and limits."""
-    import dataclasses
-    import json
-
+    """List cells: tenant, agent, state, health, runtime and limits (-o wide adds swap,
+    policy exceptions and the image)."""
     from agentcell.cli.render import cells_table, print_table
 
     cells = _backend().cells(tenant=tenant)
-    if json_out:
-        print(json.dumps([dataclasses.asdict(cell) for cell in cells], indent=2))
+    if wants_json(output, json_alias):
+        print_json("CellList", (_cell_json(cell) for cell in cells))
         return
-    print_table(cells_table(cells))
+    print_table(cells_table(cells, wide=output == "wide"), wide=output == "wide")
+
+
+def _cell_json(cell: Any) -> dict[str, Any]:
+    import dataclasses
+
+    data: dict[str, Any] = dataclasses.asdict(cell)
+    data["key"] = cell.key
+    data["exceptions"] = list(cell.exceptions)
+    # Bytes say so in their key; the engine's "0" means no limit, which JSON says as null.
+    data["memory_bytes"] = data.pop("memory") or None
+    data["memory_swap_bytes"] = data.pop("memory_swap") if cell.memory_swap > 0 else None
+    data["pids"] = cell.pids or None
+    data["cpus"] = cell.cpus or None
+    return data
 
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="Cell as TENANT/AGENT or AGENT.")],
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep streaming.")] = False,
-    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+    name: CellArg,
+    follow: FollowOption = False,
+    tail: Annotated[int | None, typer.Option(min=0, help="Only the last N lines.")] = None,
 ) -> None:
     """Print a cell's output (control characters but newline and tab shown as escapes)."""
     from agentcell.cli.terminal import printable_stream
@@ -135,20 +212,19 @@ def logs(
 
 @app.command()
 def inspect(
-    name: Annotated[str, typer.Argument(help="Cell as TENANT/AGENT or AGENT.")],
-    json_out: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    name: CellArg,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Show the effective settings the engine holds for a cell."""
-    import json
-
-    from agentcell.cli.render import print_table, settings_table
+    from agentcell.cli.render import inspect_json, print_table, settings_table
     from agentcell.runtime.docker.effective import effective_settings
 
-    settings = effective_settings(_backend().inspect(name))
-    if json_out:
-        print(json.dumps(settings, indent=2))
+    attrs = _backend().inspect(name)
+    if wants_json(output, json_alias):
+        print_json("CellSettings", [inspect_json(attrs)])
         return
-    print_table(settings_table(name, settings))
+    print_table(settings_table(name, effective_settings(attrs)))
 
 
 @app.command()
@@ -157,13 +233,33 @@ def render(
     target: Annotated[
         Literal["docker-run"], typer.Option(help="What to render the specs to.")
     ] = "docker-run",
-    policy: PolicyName = "restricted",
+    policy: PolicyOption = "restricted",
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Print what a spec becomes, e.g. the equivalent `docker run` command."""
     from agentcell.launch import admit_files
     from agentcell.runtime.docker.translate import settings_for
 
-    for spec in admit_files(files, policy, warn=_err):
+    admitted = admit_files(spec_paths(files), policy, warn=_err)
+    if wants_json(output, json_alias):
+        print_json(
+            "RenderResult",
+            (
+                {
+                    "tenant": spec.doc.tenant,
+                    "agent": spec.doc.name,
+                    "file": spec.doc.file,
+                    "line": spec.doc.line,
+                    "target": target,
+                    "uid_allocated_by_up": spec.doc.document.spec.security.user is None,
+                    "command": settings_for(spec).docker_run_command(),
+                }
+                for spec in admitted
+            ),
+        )
+        return
+    for spec in admitted:
         print(f"# {spec.doc.tenant}/{spec.doc.name} ({spec.doc.file}:{spec.doc.line})")
         if spec.doc.document.spec.security.user is None:
             print("# --user: `up` allocates the cell a host uid of its own; shown is the first")
@@ -173,17 +269,19 @@ def render(
 
 @app.command()
 def runtimes(
-    json_out: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """List the OCI runtimes this host's engine offers, and what each can do here."""
     import dataclasses
-    import json
 
     from agentcell.cli.render import print_table, runtimes_table
 
     facts = _backend().facts
-    if json_out:
-        print(json.dumps(dataclasses.asdict(facts), indent=2))
+    if wants_json(output, json_alias):
+        host = dataclasses.asdict(facts)
+        items = host.pop("runtimes")
+        print_json("RuntimeList", items, host=host)
         return
     print_table(runtimes_table(facts))
 
@@ -207,11 +305,23 @@ def image_bootstrap(
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even what exists.")] = False,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Build the base image offline (mmdebstrap + docker import), then agentcell's images."""
     from agentcell.runtime.docker.images import bootstrap
 
-    for image in bootstrap(_backend().client, base=base, force=force, progress=_err):
+    images = bootstrap(_backend().client, base=base, force=force, progress=_err)
+    if wants_json(output, json_alias):
+        print_json(
+            "ImageList",
+            (
+                {"reference": i.reference, "image_id": i.image_id, "size_bytes": i.size_bytes}
+                for i in images
+            ),
+        )
+        return
+    for image in images:
         print(f"{image.reference:40} {image.image_id[:19]} {image.size_bytes / 2**20:7.1f} MiB")
 
 
@@ -250,4 +360,4 @@ def main() -> None:
         app()
     except Error as exc:
         _err(f"error: {exc.diagnostics()}")
-        sys.exit(exc.exit_code)
+        sys.exit(EXIT_BAD_INPUT if isinstance(exc, _BAD_INPUT) else exc.exit_code)

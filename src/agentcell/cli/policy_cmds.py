@@ -13,22 +13,22 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
+from agentcell.cli.options import (
+    JsonAlias,
+    OutputOption,
+    OutputSarifOption,
+    PolicyOption,
+    SpecFilesOptional,
+    spec_paths,
+)
+from agentcell.cli.output import wants_json
+
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["audit_command", "lint_command", "rules_command"]
 
-OutputFormat = Literal["text", "json", "sarif"]
 FailOn = Literal["error", "warning", "info", "never"]
-
-FormatOption = Annotated[
-    OutputFormat,
-    typer.Option("--format", "-o", help="Output: text for people, json, or sarif (2.1.0)."),
-]
-PresetOption = Annotated[
-    str,
-    typer.Option("--policy", "-p", help="Policy preset: restricted or monitoring-agent."),
-]
 
 
 def _console() -> Console:
@@ -43,13 +43,14 @@ def rules_command(
         list[str] | None,
         typer.Argument(metavar="RULE", help="Show these rules in full, e.g. AC-023."),
     ] = None,
-    format: Annotated[
-        Literal["text", "json"], typer.Option("--format", "-o", help="Output: text or json.")
-    ] = "text",
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """List the policy rules: id, severity in each preset, title, CIS and PSS references."""
+    from agentcell.cli.names import InvalidInput
+    from agentcell.cli.report import print_rule, print_rules, rules_json
+    from agentcell.cli.terminal import printable
     from agentcell.policy.presets import PRESETS, preset
-    from agentcell.policy.report import print_rule, print_rules, rules_json
     from agentcell.policy.rules import CATALOGUE
 
     policies = [preset(name) for name in PRESETS]
@@ -57,10 +58,14 @@ def rules_command(
     wanted = [raw.upper() for raw in rule_ids or []]
     unknown = [rule_id for rule_id in wanted if rule_id not in by_id]
     if unknown:
-        sys.stderr.write(f"error: no rule {', '.join(unknown)}; `agentcell rules` lists them all\n")
-        raise typer.Exit(2)
+        # Said here rather than raised: the command is also run on its own, without main().
+        error = InvalidInput(
+            f"RULE: no rule {', '.join(map(repr, unknown))}", fix="`agentcell rules` lists them all"
+        )
+        sys.stderr.write(printable(f"error: {error.diagnostics()}") + "\n")
+        raise typer.Exit(error.exit_code)
     rules = [by_id[rule_id] for rule_id in wanted] or list(CATALOGUE)
-    if format == "json":
+    if wants_json(output, json_alias):
         sys.stdout.write(rules_json(rules, policies) + "\n")
         return
     console = _console()
@@ -73,15 +78,19 @@ def rules_command(
 
 def lint_command(
     paths: Annotated[
-        list[Path],
-        typer.Argument(metavar="PATH", help="Spec files or directories (*.yaml, *.yml)."),
-    ],
-    format: FormatOption = "text",
+        list[Path] | None,
+        typer.Argument(
+            metavar="[PATH]...", help="Shorthand for -f PATH: spec files or directories."
+        ),
+    ] = None,
+    files: SpecFilesOptional = None,
+    output: OutputSarifOption = "text",
+    json_alias: JsonAlias = False,
     fail_on: Annotated[
         FailOn,
         typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity."),
     ] = "error",
-    preset: PresetOption = "restricted",
+    policy: PolicyOption = "restricted",
 ) -> None:
     """Judge spec files by a policy without launching anything.
 
@@ -89,23 +98,28 @@ def lint_command(
     """
     import json
 
+    from agentcell.cli.names import InvalidInput
+    from agentcell.cli.report import lint_json, lint_sarif, print_lint
     from agentcell.policy.lint import lint
     from agentcell.policy.presets import preset as make_preset
-    from agentcell.policy.report import lint_json, lint_sarif, print_lint
 
-    policy = make_preset(preset)
-    report = lint(paths, policy)
-    if format == "json":
+    inputs = spec_paths([*(paths or []), *(files or [])])
+    if not inputs:
+        raise InvalidInput("no spec to judge", fix="give -f SPEC (a file, a directory, or -)")
+    rule_policy = make_preset(policy)
+    report = lint(inputs, rule_policy)
+    if wants_json(output, json_alias):
         sys.stdout.write(lint_json(report) + "\n")
-    elif format == "sarif":
-        sys.stdout.write(json.dumps(lint_sarif(report, policy), indent=2) + "\n")
+    elif output == "sarif":
+        sys.stdout.write(json.dumps(lint_sarif(report, rule_policy), indent=2) + "\n")
     else:
         print_lint(report, _console())
     raise typer.Exit(report.exit_code(fail_on))
 
 
 def audit_command(
-    format: FormatOption = "text",
+    output: OutputSarifOption = "text",
+    json_alias: JsonAlias = False,
     cis: Annotated[
         bool,
         typer.Option(
@@ -114,7 +128,7 @@ def audit_command(
             "of the table; JSON output always includes it.",
         ),
     ] = False,
-    preset: PresetOption = "restricted",
+    policy: PolicyOption = "restricted",
     fail_on: Annotated[
         FailOn,
         typer.Option(
@@ -125,23 +139,23 @@ def audit_command(
     """Audit every container on this host, agentcell's or not, by the policy rules."""
     import json
 
+    from agentcell.cli.report import audit_json, audit_sarif, print_audit, print_cis
     from agentcell.policy.admission import SEVERITY_RANK
     from agentcell.policy.audit import audit
     from agentcell.policy.presets import preset as make_preset
-    from agentcell.policy.report import audit_json, audit_sarif, print_audit, print_cis
     from agentcell.runtime.docker.client import connect
     from agentcell.runtime.docker.facts import observe_host
 
-    policy = make_preset(preset)
+    rule_policy = make_preset(policy)
     client = connect()
     try:
-        report = audit(observe_host(client), policy)
+        report = audit(observe_host(client), rule_policy)
     finally:
         client.close()
-    if format == "json":
+    if wants_json(output, json_alias):
         sys.stdout.write(audit_json(report) + "\n")
-    elif format == "sarif":
-        sys.stdout.write(json.dumps(audit_sarif(report, policy), indent=2) + "\n")
+    elif output == "sarif":
+        sys.stdout.write(json.dumps(audit_sarif(report, rule_policy), indent=2) + "\n")
     elif cis:
         print_cis(report, _console())
     else:

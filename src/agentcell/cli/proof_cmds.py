@@ -9,13 +9,15 @@ commands.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from agentcell.cli.options import CellArg, CellArgs, JsonAlias, OutputOption, spec_paths
+from agentcell.cli.output import print_json, wants_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,7 +27,16 @@ if TYPE_CHECKING:
 
 __all__ = ["probe_command", "verify_command"]
 
-JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of tables.")]
+SpecFile = Annotated[
+    Path | None,
+    typer.Option(
+        "-f",
+        "--file",
+        "--spec",
+        help="Hold the cell to this spec file instead of the spec it carries; works for any "
+        "container, agentcell's or not (- reads it from stdin).",
+    ),
+]
 
 _STATUS_STYLE = {
     "verified": "green",
@@ -57,20 +68,11 @@ def _console() -> Console:
 
 
 def verify_command(
-    names: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="NAME", help="Cells as TENANT/AGENT, AGENT or container name."),
-    ] = None,
+    names: CellArgs = None,
     all_: Annotated[bool, typer.Option("--all", help="Every running cell on this engine.")] = False,
-    spec: Annotated[
-        Path | None,
-        typer.Option(
-            "--spec",
-            help="Hold the container(s) to this spec file instead of the spec the cell carries; "
-            "works for any container, agentcell's or not.",
-        ),
-    ] = None,
-    json_out: JsonOption = False,
+    spec: SpecFile = None,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Read each cell's isolation from the kernel and compare it with its spec.
 
@@ -79,17 +81,19 @@ def verify_command(
     binaries said so: untrusted), a mismatch, not enforced on this host (with why), or
     unknown. Exit 1 on any mismatch.
     """
+    from agentcell.cli.names import InvalidInput
     from agentcell.runtime.docker.backend import DockerBackend
     from agentcell.runtime.docker.proof import DockerProof
     from agentcell.verify.compare import verify
 
     if not names and not all_:
-        raise typer.BadParameter("name a cell or pass --all")
+        raise InvalidInput("no cell to verify", fix="name a cell (TENANT/AGENT) or pass --all")
+    spec_file = _spec_file(spec)
     backend = DockerBackend.connect()
     try:
         proof = DockerProof(backend)
         reports = []
-        for subject in proof.subjects(names or [], all_cells=all_, spec_file=spec):
+        for subject in proof.subjects(names or [], all_cells=all_, spec_file=spec_file):
             started = time.perf_counter()
             target = proof.target(subject)
             report = verify(subject.document, target, spec_source=subject.spec_source)
@@ -102,8 +106,8 @@ def verify_command(
             reports.append(dataclasses.replace(report, elapsed_ms=elapsed))
     finally:
         backend.close()
-    if json_out:
-        sys.stdout.write(json.dumps([report.to_json() for report in reports], indent=2) + "\n")
+    if wants_json(output, json_alias):
+        print_json("VerifyReport", (_verify_json(report) for report in reports))
     else:
         console = _console()
         for report in reports:
@@ -113,16 +117,14 @@ def verify_command(
 
 
 def probe_command(
-    name: Annotated[str, typer.Argument(help="Cell as TENANT/AGENT, AGENT or container name.")],
-    json_out: JsonOption = False,
+    name: CellArg,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Run only these probes (repeatable), e.g. --only io_uring."),
     ] = None,
-    spec: Annotated[
-        Path | None,
-        typer.Option("--spec", help="Judge against this spec file (any container)."),
-    ] = None,
+    spec: SpecFile = None,
     neighbour_uid: Annotated[
         int | None,
         typer.Option(
@@ -139,14 +141,22 @@ def probe_command(
     blocked (with what stopped it), contained by gVisor, allowed by the spec, NOT BLOCKED, or
     skipped with why. Exit 1 on any NOT BLOCKED, and when the cell itself died (stopped,
     restarted) during the run."""
+    from agentcell.cli.names import InvalidInput
     from agentcell.runtime.docker.backend import DockerBackend
     from agentcell.runtime.docker.proof import DockerProof
-    from agentcell.verify.probe import run_probes
+    from agentcell.verify.probe import ALL_PROBES, run_probes
 
+    unknown = sorted(set(only or []) - set(ALL_PROBES))
+    if unknown:
+        raise InvalidInput(
+            f"--only: no probe {', '.join(map(repr, unknown))}",
+            fix=f"choose from: {', '.join(ALL_PROBES)}",
+        )
+    spec_file = _spec_file(spec)
     backend = DockerBackend.connect()
     try:
         proof = DockerProof(backend)
-        (subject,) = proof.subjects([name], spec_file=spec)
+        (subject,) = proof.subjects([name], spec_file=spec_file)
         report = run_probes(
             proof.probe_host(subject),
             subject.document,
@@ -157,12 +167,24 @@ def probe_command(
         )
     finally:
         backend.close()
-    if json_out:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    if wants_json(output, json_alias):
+        data = report.to_json()
+        print_json("ProbeReport", data.pop("results"), **data)
     else:
         _print_probe(report, _console())
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _spec_file(spec: Path | None) -> Path | None:
+    return None if spec is None else spec_paths([spec])[0]
+
+
+def _verify_json(report: VerifyReport) -> dict[str, Any]:
+    data = report.to_json()
+    # One unit for durations across commands: seconds, as probe reports them.
+    data["elapsed_s"] = round(data.pop("elapsed_ms") / 1000, 3)
+    return data
 
 
 def _styled(status: str) -> str:

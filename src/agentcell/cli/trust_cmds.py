@@ -7,14 +7,15 @@ variable) or, at a terminal, a prompt.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from agentcell.cli.options import JsonAlias, OutputOption
+from agentcell.cli.output import print_json, wants_json
 from agentcell.errors import Error, TrustError
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ __all__ = [
     "keys_generate",
 ]
 
-JsonOut = Annotated[bool, typer.Option("--json", help="JSON instead of text.")]
-
 
 def keys_generate(
     output_prefix: Annotated[
@@ -40,12 +39,14 @@ def keys_generate(
     key_format: Annotated[
         Literal["cosign", "pkcs8"],
         typer.Option(
-            "--format",
+            "--key-format",
             help="cosign: ENCRYPTED SIGSTORE PRIVATE KEY (cosign reads it); "
             "pkcs8: a password-protected PKCS#8 PEM.",
         ),
     ] = "cosign",
     force: Annotated[bool, typer.Option(help="Overwrite existing key files.")] = False,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Generate an ECDSA P-256 key pair for signing images (cosign-compatible)."""
     from agentcell.trust.keys import encode_private_key, generate_key_pair
@@ -59,6 +60,19 @@ def keys_generate(
     key = generate_key_pair(name=output_prefix.name)
     _write(private_path, encode_private_key(key, password, key_format=key_format), mode=0o600)
     _write(public_path, key.public.pem(), mode=0o644)
+    if wants_json(output, json_alias):
+        print_json(
+            "KeyPair",
+            [
+                {
+                    "private_key": str(private_path),
+                    "public_key": str(public_path),
+                    "format": key_format,
+                    "fingerprint": key.public.fingerprint,
+                }
+            ],
+        )
+        return
     print(f"private key: {private_path} ({key_format}, mode 0600)")
     print(f"public key:  {public_path} ({key.public.fingerprint})")
 
@@ -78,20 +92,27 @@ def image_build(
         list[str] | None,
         typer.Option(help="Let the image hold a 'shell', 'package-manager' or 'compiler'."),
     ] = None,
-    json_out: JsonOut = False,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Build a minimal image offline and report its size and what it contains."""
+    from agentcell.cli.names import InvalidInput
     from agentcell.runtime.docker.client import connect
     from agentcell.runtime.docker.images import BASE_IMAGE
     from agentcell.runtime.docker.minimal import BUILTIN, build, build_python_runtime
+    from agentcell.trust.reference import ImageReference
 
     client = connect()
     if name in BUILTIN and context is None:
         result = build_python_runtime(client, base=base or BASE_IMAGE, progress=_err)
     elif context is None:
-        raise typer.BadParameter(f"give --context for {name} (built in: {', '.join(BUILTIN)})")
+        raise InvalidInput(
+            f"NAME {name!r}: give --context for an image that is not built in",
+            fix=f"built in: {', '.join(BUILTIN)}",
+        )
     else:
         reference = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+        ImageReference.parse(reference)
         result = build(
             client,
             reference,
@@ -100,18 +121,21 @@ def image_build(
             allow=_capabilities(allow or []),
             progress=_err,
         )
-    _print_report(result, json_out)
+    _print_report(result, wants_json(output, json_alias))
 
 
 def image_report(
     reference: Annotated[str, typer.Argument(help="A local image.")],
-    json_out: JsonOut = False,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Report an image's size, file count, programs, and any shell/package manager/compiler."""
     from agentcell.runtime.docker.client import connect
     from agentcell.runtime.docker.minimal import report
+    from agentcell.trust.reference import ImageReference
 
-    _print_report(report(connect(), reference), json_out)
+    ImageReference.parse(reference)  # a malformed name is bad input, before the engine
+    _print_report(report(connect(), reference), wants_json(output, json_alias))
 
 
 def image_push(
@@ -120,6 +144,8 @@ def image_push(
         str | None,
         typer.Option(help="Registry reference to push as (default: 127.0.0.1:5000/SOURCE)."),
     ] = None,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Push a local image to the registry and print the digest to pin it by."""
     from agentcell.runtime.docker.client import connect
@@ -127,10 +153,24 @@ def image_push(
     from agentcell.trust.reference import ImageReference
 
     target = to
+    parsed = ImageReference.parse(source)
     if target is None:
-        parsed = ImageReference.parse(source)
         target = source if not parsed.is_local else f"127.0.0.1:5000/{source}"
+    ImageReference.parse(target)
     pushed = push(connect(), source, target)
+    if wants_json(output, json_alias):
+        print_json(
+            "PushResult",
+            [
+                {
+                    "source": source,
+                    "reference": pushed.reference,
+                    "digest": pushed.digest,
+                    "reference_by_digest": pushed.reference_by_digest,
+                }
+            ],
+        )
+        return
     print(f"pushed {pushed.reference}")
     print(f"digest {pushed.digest}")
     print(f"pin as {pushed.reference_by_digest}")
@@ -143,8 +183,11 @@ def image_sign(
         list[str] | None,
         typer.Option("-a", "--annotation", help="KEY=VALUE into the payload's 'optional'."),
     ] = None,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Sign a registry image with a key pair, storing the signature as cosign does."""
+    from agentcell.cli.names import InvalidInput
     from agentcell.trust.keys import read_private_key
     from agentcell.trust.registry import RegistryClient
     from agentcell.trust.signing import sign_image
@@ -154,7 +197,7 @@ def image_sign(
     for item in annotation or []:
         name, equals, value = item.partition("=")
         if not equals or not name:
-            raise typer.BadParameter(f"annotation {item!r} is not KEY=VALUE")
+            raise InvalidInput(f"--annotation {item!r} is not KEY=VALUE", fix="e.g. -a team=sre")
         annotations[name] = value
     signing_key = read_private_key(key, _password(confirm=False, only_if_needed=key))
     assert parsed.registry is not None
@@ -163,6 +206,21 @@ def image_sign(
         signed = sign_image(client, parsed, signing_key, annotations=annotations or None)
     finally:
         client.close()
+    if wants_json(output, json_alias):
+        print_json(
+            "SignResult",
+            [
+                {
+                    "reference": signed.reference,
+                    "digest": signed.digest,
+                    "key": signed.key.name,
+                    "key_fingerprint": signed.key.fingerprint,
+                    "signature_reference": signed.signature_reference,
+                    "signatures_in_manifest": signed.signatures_in_manifest,
+                }
+            ],
+        )
+        return
     print(f"signed    {signed.reference}")
     print(f"key       {signed.key.describe()}")
     print(f"stored at {signed.signature_reference} ({signed.signatures_in_manifest} signature(s))")
@@ -171,7 +229,8 @@ def image_sign(
 def image_verify(
     reference: Annotated[str, typer.Argument(help="Registry image, by tag or digest.")],
     key: Annotated[list[Path], typer.Option(help="Trusted public key (repeatable).")],
-    json_out: JsonOut = False,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Verify that a trusted key signed the image a reference names now."""
     from agentcell.trust.keys import read_public_key
@@ -186,18 +245,18 @@ def image_verify(
         verified = verify_image(client, parsed, keys)
     finally:
         client.close()
-    if json_out:
-        print(
-            json.dumps(
+    if wants_json(output, json_alias):
+        print_json(
+            "SignatureVerification",
+            [
                 {
                     "reference": parsed.by_digest(verified.digest),
                     "digest": verified.digest,
                     "key": verified.key.name,
                     "key_fingerprint": verified.key.fingerprint,
                     "payload": verified.payload.model_dump(mode="json", by_alias=True),
-                },
-                indent=2,
-            )
+                }
+            ],
         )
         return
     print(f"verified  {parsed.by_digest(verified.digest)}")
@@ -259,21 +318,17 @@ def _write(path: Path, data: bytes, *, mode: int) -> None:
 
 def _print_report(result: ImageReport, json_out: bool) -> None:
     if json_out:
-        print(
-            json.dumps(
-                {
-                    "reference": result.reference,
-                    "image_id": result.image_id,
-                    "size_bytes": result.size_bytes,
-                    "file_count": result.file_count,
-                    "symlink_count": result.symlink_count,
-                    "programs": list(result.programs),
-                    "found": {kind: list(names) for kind, names in result.found.items()},
-                    "allowed": sorted(result.allowed),
-                },
-                indent=2,
-            )
-        )
+        item: dict[str, Any] = {
+            "reference": result.reference,
+            "image_id": result.image_id,
+            "size_bytes": result.size_bytes,
+            "file_count": result.file_count,
+            "symlink_count": result.symlink_count,
+            "programs": list(result.programs),
+            "found": {kind: list(names) for kind, names in result.found.items()},
+            "allowed": sorted(result.allowed),
+        }
+        print_json("ImageReport", [item])
         return
     found = result.found
     kinds: tuple[Capability, ...] = ("shell", "package-manager", "compiler")
@@ -299,7 +354,12 @@ def _capabilities(values: list[str]) -> tuple[Capability, ...]:
     }
     unknown = [value for value in values if value not in known]
     if unknown:
-        raise typer.BadParameter(f"--allow takes {', '.join(known)}, not {', '.join(unknown)}")
+        from agentcell.cli.names import InvalidInput
+
+        raise InvalidInput(
+            f"--allow {', '.join(map(repr, unknown))}: not a capability",
+            fix=f"--allow takes {', '.join(known)}",
+        )
     return tuple(known[value] for value in values)
 
 

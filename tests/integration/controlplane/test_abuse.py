@@ -356,7 +356,7 @@ def test_reports_with_numbers_json_does_not_have_are_refused(
     assert listing.returncode == 0, listing.stderr
     points = {
         f"{s['tenant']}/{s['agent']}": [p[2] for p in s["points"]]
-        for s in json.loads(listing.stdout)["series"]
+        for s in json.loads(listing.stdout)["items"]
     }
     assert points == {"acme/probe": [1.0, 3.0], "other/probe": [1.0]}
 

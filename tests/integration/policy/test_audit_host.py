@@ -110,7 +110,7 @@ def test_audit_command_json_and_sarif(docker_client: docker.DockerClient, danger
     result = runner.invoke(app, ["-o", "json", "--fail-on", "error"])
     assert result.exit_code == 1, result.output
     document = json.loads(result.output)
-    (entry,) = [c for c in document["containers"] if c["name"] == dangerous]
+    (entry,) = [c for c in document["items"] if c["name"] == dangerous]
     assert set(entry["failed_rules"]) == EXPECTED_ERRORS | EXPECTED_WARNINGS
 
     result = runner.invoke(app, ["-o", "sarif"])

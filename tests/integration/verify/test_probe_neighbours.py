@@ -55,7 +55,7 @@ def probe(key: str, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
     result = subprocess.run([*argv, *extra], capture_output=True, text=True, timeout=180)
     assert result.returncode in (0, 1), result.stderr
     report = json.loads(result.stdout)
-    return result.returncode, {item["id"]: item for item in report["results"]}
+    return result.returncode, {item["id"]: item for item in report["items"]}
 
 
 @pytest.mark.parametrize("view", sorted(HOST_VIEWS))

@@ -50,7 +50,7 @@ def verify(*argv: str) -> tuple[int, dict[str, dict[str, Any]]]:
         [str(AGENTCELL), "verify", *argv, "--json"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode in (0, 1), result.stderr
-    (report,) = json.loads(result.stdout)
+    (report,) = json.loads(result.stdout)["items"]
     return result.returncode, {check["id"]: check for check in report["checks"]}
 
 

@@ -73,7 +73,8 @@ def test_invalid_input_exits_2_and_still_judges_the_rest(
     code, output = run("lint", "-o", "json", str(tmp_path / "specs"))
     assert code == 2
     report = json.loads(output)
-    assert [d["name"] for d in report["documents"]] == ["rooty"]
+    assert report["kind"] == "LintReport"
+    assert [d["name"] for d in report["items"]] == ["rooty"]
     (problem,) = report["problems"]
     assert problem["where"]["file"].endswith("bad.yml") and problem["where"]["line"] == 3
 
@@ -137,7 +138,7 @@ def test_rules_lists_every_rule_and_explains_one() -> None:
 
 def test_rules_json_has_severity_per_preset() -> None:
     _code, output = run("rules", "-o", "json")
-    rules = {rule["id"]: rule for rule in json.loads(output)}
+    rules = {rule["id"]: rule for rule in json.loads(output)["items"]}
     assert rules["AC-025"]["severity"] == {"restricted": "error", "monitoring-agent": "warning"}
     assert rules["AC-001"]["cis"] == ["5.5"]
 

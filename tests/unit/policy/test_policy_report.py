@@ -18,10 +18,7 @@ import jsonschema
 import pytest
 from rich.console import Console
 
-from agentcell.policy.audit import ObservedContainer, audit
-from agentcell.policy.lint import lint
-from agentcell.policy.presets import preset
-from agentcell.policy.report import (
+from agentcell.cli.report import (
     audit_json,
     audit_sarif,
     lint_json,
@@ -30,6 +27,9 @@ from agentcell.policy.report import (
     print_cis,
     print_lint,
 )
+from agentcell.policy.audit import ObservedContainer, audit
+from agentcell.policy.lint import lint
+from agentcell.policy.presets import preset
 
 RESTRICTED = preset("restricted")
 
@@ -130,7 +130,7 @@ def test_lint_json_counts_and_locates(spec_dir: Path) -> None:
     report = json.loads(lint_json(lint([spec_dir], RESTRICTED)))
     assert report["summary"]["problems"] == 1
     assert report["summary"]["excepted"] == 1
-    rooty = next(d for d in report["documents"] if d["name"] == "rooty")
+    rooty = next(d for d in report["items"] if d["name"] == "rooty")
     (root,) = [f for f in rooty["findings"] if f["rule"] == "AC-005"]
     assert root["where"]["field"] == "spec.security.user" and root["cis"] == ["4.1"]
 
@@ -138,7 +138,7 @@ def test_lint_json_counts_and_locates(spec_dir: Path) -> None:
 def test_audit_json_has_scores_and_cis_rows(observed: Callable[..., ObservedContainer]) -> None:
     report = audit([observed({"Name": "/web", "HostConfig": {"Privileged": True}})], RESTRICTED)
     document = json.loads(audit_json(report))
-    (web,) = document["containers"]
+    (web,) = document["items"]
     assert web["score"] < 100 and "AC-001" in web["failed_rules"]
     rows = {row["id"]: row for row in document["cis"]}
     assert rows["5.5"]["status"] == "WARN" and rows["5.5"]["containers"] == ["web"]

@@ -1,4 +1,6 @@
-"""Rendering policy results: text for people, JSON for scripts, SARIF 2.1.0 for code scanning.
+"""Policy results shown: text for people, JSON for scripts, SARIF 2.1.0 for code scanning.
+
+``lint``, ``audit`` and ``rules`` print through here; the policy layer only judges.
 
 Text goes through rich ``Text`` objects, never markup strings, so a spec or a container name
 that looks like ``[bold]`` markup prints as written. SARIF follows the OASIS SARIF 2.1.0
@@ -20,6 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from agentcell import __version__
+from agentcell.cli.output import envelope
+from agentcell.cli.terminal import printable
 from agentcell.errors import Location, SpecError
 from agentcell.policy.admission import Finding, Severity
 from agentcell.policy.audit import AuditReport, CisRow
@@ -66,22 +70,23 @@ def _finding_text(finding: Finding, *, indent: str = "  ") -> Text:
     text = Text(indent)
     text.append(f"{label.upper():8}", style=_STYLE[label])
     text.append(f" {finding.rule}  ", style="bold")
-    text.append(f"{finding.where}: ", style="dim")
-    text.append(finding.message)
+    # Findings quote what specs and containers hold (names, labels, paths).
+    text.append(printable(f"{finding.where}: "), style="dim")
+    text.append(printable(finding.message))
     if finding.excepted is not None:
-        text.append(f"\n{indent}{'':8}  excepted: {finding.excepted}", style="magenta")
+        text.append(printable(f"\n{indent}{'':8}  excepted: {finding.excepted}"), style="magenta")
     else:
-        text.append(f"\n{indent}{'':8}  fix: {finding.fix}", style="dim")
+        text.append(printable(f"\n{indent}{'':8}  fix: {finding.fix}"), style="dim")
     return text
 
 
 def _problem_text(problem: SpecError) -> Text:
     text = Text("  ")
     text.append("INVALID ", style="bold red")
-    text.append(f"{problem.where}: " if problem.where else "", style="dim")
-    text.append(problem.what)
+    text.append(printable(f"{problem.where}: ") if problem.where else "", style="dim")
+    text.append(printable(problem.what))
     if problem.fix:
-        text.append(f"\n  {'':8}fix: {problem.fix}", style="dim")
+        text.append(printable(f"\n  {'':8}fix: {problem.fix}"), style="dim")
     return text
 
 
@@ -98,8 +103,8 @@ def print_lint(report: LintReport, console: Console) -> None:
     """Findings grouped by document, input problems, and a summary line."""
     for result in report.results:
         doc = result.doc
-        head = Text(f"{doc.file}:{doc.line}  ", style="bold")
-        head.append(f"{doc.tenant}/{doc.name}", style="bold")
+        head = Text(printable(f"{doc.file}:{doc.line}  "), style="bold")
+        head.append(printable(f"{doc.tenant}/{doc.name}"), style="bold")
         if not result.findings:
             head.append("  clean", style="green")
         console.print(head)
@@ -137,9 +142,9 @@ def print_audit(report: AuditReport, console: Console) -> None:
         counts = _counts(audit.findings)
         view = audit.container.view
         table.add_row(
-            Text(view.name),
-            Text(view.tenant or "-"),
-            Text(audit.container.state),
+            Text(printable(view.name)),
+            Text(printable(view.tenant or "-")),
+            Text(printable(audit.container.state)),
             Text(f"{audit.score:.0f}", style=_score_style(audit.score)),
             Text(str(counts["error"]), style=_STYLE["error"] if counts["error"] else ""),
             Text(str(counts["warning"]), style=_STYLE["warning"] if counts["warning"] else ""),
@@ -151,8 +156,10 @@ def print_audit(report: AuditReport, console: Console) -> None:
         if not audit.findings:
             continue
         view = audit.container.view
-        head = Text(f"\n{view.name}", style="bold")
-        head.append(f"  ({audit.container.state}, image {view.image}, score {audit.score:.0f})")
+        head = Text("\n" + printable(view.name), style="bold")
+        head.append(
+            printable(f"  ({audit.container.state}, image {view.image}, score {audit.score:.0f})")
+        )
         console.print(head)
         for finding in audit.findings:
             console.print(_finding_text(finding))
@@ -185,11 +192,13 @@ def _cis_text(row: CisRow) -> Text:
         text.append(f"  ({', '.join(row.rules)})", style="dim")
     for offender in row.offenders:
         finding = offender.finding
-        text.append(f"\n       * {offender.container}: {finding.message} [{finding.rule}]")
+        text.append(
+            printable(f"\n       * {offender.container}: {finding.message} [{finding.rule}]")
+        )
         if finding.excepted is not None:
-            text.append(f" (excepted: {finding.excepted})", style="magenta")
+            text.append(printable(f" (excepted: {finding.excepted})"), style="magenta")
     if row.note:
-        text.append(f"\n       note: {row.note}", style="dim")
+        text.append(printable(f"\n       note: {row.note}"), style="dim")
     return text
 
 
@@ -264,17 +273,10 @@ def _problem_json(problem: SpecError) -> dict[str, Any]:
 
 
 def lint_json(report: LintReport) -> str:
-    """The lint report as JSON."""
-    document = {
-        "tool": {"name": "agentcell", "version": __version__},
-        "kind": "lint",
-        "policy": report.policy,
-        "summary": {
-            "documents": len(report.results),
-            **report.counts(),
-            "problems": len(report.problems),
-        },
-        "documents": [
+    """The lint report as a ``LintReport`` envelope: one item per judged document."""
+    document = envelope(
+        "LintReport",
+        (
             {
                 "tenant": result.doc.tenant,
                 "name": result.doc.name,
@@ -283,20 +285,25 @@ def lint_json(report: LintReport) -> str:
                 "findings": [_finding_json(f) for f in result.findings],
             }
             for result in report.results
-        ],
-        "problems": [_problem_json(problem) for problem in report.problems],
-    }
+        ),
+        agentcell_version=__version__,
+        policy=report.policy,
+        summary={
+            "documents": len(report.results),
+            **report.counts(),
+            "problems": len(report.problems),
+        },
+        problems=[_problem_json(problem) for problem in report.problems],
+    )
     return json.dumps(document, indent=2)
 
 
 def audit_json(report: AuditReport) -> str:
-    """The audit report, with the CIS view, as JSON."""
-    document = {
-        "tool": {"name": "agentcell", "version": __version__},
-        "kind": "audit",
-        "policy": report.policy,
-        "overall_score": _round(report.overall),
-        "containers": [
+    """The audit report as an ``AuditReport`` envelope: one item per container, with the
+    CIS view beside them."""
+    document = envelope(
+        "AuditReport",
+        (
             {
                 "name": audit.container.view.name,
                 "id": audit.container.container_id,
@@ -311,8 +318,11 @@ def audit_json(report: AuditReport) -> str:
                 "findings": [_finding_json(f) for f in audit.findings],
             }
             for audit in report.containers
-        ],
-        "cis": [
+        ),
+        agentcell_version=__version__,
+        policy=report.policy,
+        overall_score=_round(report.overall),
+        cis=[
             {
                 "id": row.id,
                 "title": row.title,
@@ -323,14 +333,15 @@ def audit_json(report: AuditReport) -> str:
             }
             for row in report.cis()
         ],
-    }
+    )
     return json.dumps(document, indent=2)
 
 
 def rules_json(rules: Sequence[Rule], policies: Sequence[RulePolicy]) -> str:
-    """The catalogue as JSON, with each preset's severity."""
-    return json.dumps(
-        [
+    """The catalogue as a ``RuleList`` envelope, with each preset's severity."""
+    document = envelope(
+        "RuleList",
+        (
             {
                 "id": rule.id,
                 "title": rule.title,
@@ -342,9 +353,9 @@ def rules_json(rules: Sequence[Rule], policies: Sequence[RulePolicy]) -> str:
                 "security_severity": rule.security_severity,
             }
             for rule in rules
-        ],
-        indent=2,
+        ),
     )
+    return json.dumps(document, indent=2)
 
 
 def _round(score: float | None) -> float | None:
