@@ -9,12 +9,14 @@ nothing created. The CLI and any API route call :func:`up_files`; neither repeat
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from agentcell.cell.labels import agentcell_labels
 from agentcell.cell.paths import CELL_IDENTITY_DIR, CELL_SOCKET_DIR
+from agentcell.controlplane.settings import ClientSettings
 from agentcell.errors import AdmissionError
 from agentcell.identity.ca import SERVER_NAME
 from agentcell.identity.enrolment import write_identity_dir
@@ -22,20 +24,87 @@ from agentcell.identity.errors import IdentityError
 from agentcell.policy.admission import AdmittedSpec, admit
 from agentcell.policy.presets import preset
 from agentcell.runtime.cells import UpResult
-from agentcell.runtime.docker.backend import DockerBackend
-from agentcell.runtime.docker.registry import EngineImages, pull_if_missing
-from agentcell.runtime.docker.translate import BindMount, settings_for
+from agentcell.runtime.docker.translate import BindMount
 from agentcell.runtime.uids import cell_ids
 from agentcell.spec.load import load_paths
 from agentcell.trust.admission import PinnedImage, pin_all
 from agentcell.trust.config import TrustConfig, load_trust_config
 
-if TYPE_CHECKING:
-    from agentcell.controlplane.client import AdminClient
-
-__all__ = ["CellIdentity", "Launched", "admit_files", "prepare_cell", "up_files"]
+__all__ = [
+    "CellBackend",
+    "CellIdentity",
+    "IdentityIssuer",
+    "Launched",
+    "admit_files",
+    "prepare_cell",
+    "up_files",
+]
 
 Report = Callable[[str], None]
+
+
+class CellBackend(Protocol):
+    """What the launch path needs of a runtime backend;
+    :class:`~agentcell.runtime.docker.backend.DockerBackend` is one."""
+
+    def check_spec(self, admitted: AdmittedSpec) -> None:
+        """Refuse (HostError) a spec this host cannot honour, before anything is made."""
+        ...
+
+    def image_id(self, reference: str) -> str | None:
+        """The ID of a local image, or None (image trust pins local images to it)."""
+        ...
+
+    def image_labels(self, reference: str) -> Mapping[str, str]:
+        """The labels the image carries."""
+        ...
+
+    def pull_by_digest(self, reference: str) -> None:
+        """Make sure ``repo@sha256:...`` is on this host."""
+        ...
+
+    def uid_allocation(
+        self, specs: Sequence[AdmittedSpec]
+    ) -> AbstractContextManager[dict[tuple[str, str], int]]:
+        """Host uids for the specs that pin none, reserved until the block ends."""
+        ...
+
+    def up(
+        self,
+        admitted: AdmittedSpec,
+        *,
+        image: str | None = None,
+        extra_mounts: Sequence[BindMount] = (),
+        extra_env: Mapping[str, str] | None = None,
+        image_trust: str | None = None,
+        uid: int | None = None,
+    ) -> UpResult:
+        """Bring one cell to its admitted spec."""
+        ...
+
+
+class IssuedToken(Protocol):
+    """A one-time join token as the control plane answers it."""
+
+    @property
+    def token(self) -> str: ...
+    @property
+    def spiffe_id(self) -> str: ...
+    @property
+    def expires_at(self) -> float: ...
+
+
+class IdentityIssuer(Protocol):
+    """What the launch path needs of the control plane (its admin client is one)."""
+
+    @property
+    def settings(self) -> ClientSettings:
+        """Where the control plane keeps its CA bundle, sockets and cells' directories."""
+        ...
+
+    def join_token(self, tenant: str, agent: str) -> IssuedToken:
+        """A one-time token for ``tenant/agent``."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,9 +148,10 @@ def up_files(
     files: Sequence[Path],
     *,
     policy_name: str,
-    backend: DockerBackend,
+    backend: CellBackend,
     warn: Report,
     trust: TrustConfig | None = None,
+    issuer: IdentityIssuer | None = None,
 ) -> list[Launched]:
     """Bring every cell described in ``files`` to its spec.
 
@@ -97,21 +167,17 @@ def up_files(
     """
     admitted = admit_files(files, policy_name, warn=warn)
     for spec in admitted:
-        backend.check_host(settings_for(spec))
-    pinned = pin_all(
-        admitted,
-        trust if trust is not None else load_trust_config(),
-        local=EngineImages(backend.client),
-    )
+        backend.check_spec(spec)
+    pinned = pin_all(admitted, trust if trust is not None else load_trust_config(), local=backend)
     for image in pinned:
         for warning in image.warnings:
             warn(f"image: {warning}")
         if image.source == "registry":
-            pull_if_missing(backend.client, image.reference_by_digest)
+            backend.pull_by_digest(image.reference_by_digest)
     _refuse_labelled_images(admitted, pinned, backend)
     # The uids stay reserved (a host lock) until every cell of the batch exists.
     with backend.uid_allocation(admitted) as uids:
-        identities = _identities(admitted, uids)
+        identities = _identities(admitted, uids, issuer)
         return [
             Launched(
                 result=backend.up(
@@ -129,7 +195,7 @@ def up_files(
 
 
 def _refuse_labelled_images(
-    admitted: Sequence[AdmittedSpec], pinned: Sequence[PinnedImage], backend: DockerBackend
+    admitted: Sequence[AdmittedSpec], pinned: Sequence[PinnedImage], backend: CellBackend
 ) -> None:
     """Refuse the batch if an image carries agentcell's own labels (rule AC-039).
 
@@ -164,7 +230,7 @@ class CellIdentity:
 
 
 def prepare_cell(
-    admitted: AdmittedSpec, client: AdminClient, *, uid: tuple[int, int]
+    admitted: AdmittedSpec, client: IdentityIssuer, *, uid: tuple[int, int]
 ) -> CellIdentity:
     """Ask the control plane for a join token and lay out the cell's identity directory,
     owned by the cell's (uid, gid) alone.
@@ -208,16 +274,19 @@ def prepare_cell(
 
 
 def _identities(
-    admitted: Sequence[AdmittedSpec], uids: Mapping[tuple[str, str], int]
+    admitted: Sequence[AdmittedSpec],
+    uids: Mapping[tuple[str, str], int],
+    issuer: IdentityIssuer | None,
 ) -> list[CellIdentity | None]:
     """A join token and identity mounts for each spec with ``identity: true``; all of them
     before any cell is launched, so a control plane that is down launches nothing."""
     if not any(spec.doc.document.spec.identity for spec in admitted):
         return [None] * len(admitted)
-    from agentcell.controlplane.client import AdminClient
-    from agentcell.controlplane.settings import ClientSettings
+    if issuer is None:
+        from agentcell.controlplane.client import AdminClient
 
-    client = AdminClient(ClientSettings.from_environ())
+        issuer = AdminClient(ClientSettings.from_environ())
+    client = issuer
     return [
         prepare_cell(
             spec,
