@@ -24,6 +24,7 @@ from pathlib import Path
 from aiohttp import web
 
 from agentcell.controlplane.app import build_app
+from agentcell.controlplane.instance import ServerLock
 from agentcell.controlplane.listeners import Listeners
 from agentcell.controlplane.lograte import RepeatFilter, rate_limited_logging
 from agentcell.controlplane.memory import keep_mmap_threshold
@@ -121,11 +122,13 @@ async def serve(
     on_ready: Callable[[list[str]], None] = lambda _addresses: None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the control plane until SIGTERM/SIGINT (or ``stop`` is set).
+    """Run the control plane until SIGTERM/SIGINT (or ``stop`` is set), holding the state
+    directory's lock throughout (:mod:`~agentcell.controlplane.instance`).
 
     Raises:
         CANotInitialised: ``ca init`` has not run for this state directory.
-        HostError: a listener cannot be opened (address in use, no permission).
+        HostError: another control plane serves this state directory, or a listener cannot be
+            opened (address in use, no permission).
         StorageError: the database cannot be opened.
     """
     keep_mmap_threshold()
@@ -150,8 +153,22 @@ async def _serve(
     stop: asyncio.Event | None,
 ) -> None:
     paths = settings.paths
-    limits = settings.limits
     ca = CertificateAuthority.load(paths.state_dir)
+    # Before the database and the socket: a second server must leave the first's alone.
+    with ServerLock(paths.state_dir) as lock:
+        await _serve_locked(settings, ca, lock, on_ready=on_ready, stop=stop)
+
+
+async def _serve_locked(
+    settings: ServerSettings,
+    ca: CertificateAuthority,
+    lock: ServerLock,
+    *,
+    on_ready: Callable[[list[str]], None],
+    stop: asyncio.Event | None,
+) -> None:
+    paths = settings.paths
+    limits = settings.limits
     admin_token = read_admin_token(paths)
     tls = server_tls_context(ca.files)
     store = Store.open(settings.effective_database_url)
@@ -174,7 +191,7 @@ async def _serve(
     try:
         try:
             await listeners.listen_tcp(settings.host, settings.port, backlog=1024)
-            addresses.append(f"https://{settings.host}:{settings.port}")
+            addresses.append(settings.url)
             if settings.agent_socket:
                 _prepare_socket_dir(paths.agent_socket_dir)
                 await listeners.listen_unix(str(paths.agent_socket), backlog=1024)
@@ -185,6 +202,10 @@ async def _serve(
                 f"cannot listen: {exc.strerror or exc}",
                 fix="pick another --listen address, or stop what holds it",
             ) from exc
+        lock.publish(
+            url=settings.url,
+            agent_socket=str(paths.agent_socket) if settings.agent_socket else None,
+        )
         log.info("control plane listening on %s", ", ".join(addresses))
         on_ready(addresses)
         done = stop or asyncio.Event()

@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentcell.controlplane.instance import read_running_server
 from agentcell.errors import Error
 from agentcell.identity.files import CAFiles
 from agentcell.spec.units import parse_duration_ns
@@ -235,6 +236,12 @@ class ServerSettings:
     limits: ServerLimits = ServerLimits()
 
     @property
+    def url(self) -> str:
+        """The TCP listener as an https:// URL (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
     def effective_database_url(self) -> str:
         """The SQLAlchemy URL: the one given, else SQLite in the state directory."""
         return self.database_url or f"sqlite:///{self.paths.database}"
@@ -297,11 +304,17 @@ class ClientSettings:
         state_dir: Path | None = None,
         url: str | None = None,
     ) -> ClientSettings:
-        """``AGENTCELL_CONTROLPLANE_URL`` (default https://127.0.0.1:8443) and
-        ``AGENTCELL_ADMIN_TOKEN`` (default: read from the state directory)."""
+        """The URL from ``url``, else ``AGENTCELL_CONTROLPLANE_URL``, else the one the server
+        on this state directory recorded in ``server.json`` while it runs, else
+        https://127.0.0.1:8443; ``AGENTCELL_ADMIN_TOKEN`` (default: read from the state
+        directory)."""
         env = os.environ if environ is None else environ
+        paths = ControlPlanePaths.from_environ(env, state_dir=state_dir)
+        if not url and not env.get("AGENTCELL_CONTROLPLANE_URL"):
+            running = read_running_server(paths.state_dir)
+            url = running.url if running is not None else None
         return cls(
-            paths=ControlPlanePaths.from_environ(env, state_dir=state_dir),
+            paths=paths,
             url=url or env.get("AGENTCELL_CONTROLPLANE_URL") or f"https://{DEFAULT_HOST}:8443",
             admin_token=env.get("AGENTCELL_ADMIN_TOKEN") or None,
         )
