@@ -22,12 +22,16 @@ from pydantic_core import ErrorDetails
 from agentcell.cell.fields import FieldPath, dotted
 from agentcell.errors import Location, SpecError
 from agentcell.spec.model import AgentDocument
+from agentcell.spec.tenant import TenantDocument
 
 __all__ = [
     "FieldPath",
+    "SpecBundle",
     "SpecDocument",
+    "TenantSpecDocument",
     "dotted",
     "explain_validation_error",
+    "load_bundle",
     "load_paths",
     "load_text",
     "locate",
@@ -72,6 +76,33 @@ class SpecDocument:
         return locate(path, file=self.file, lines=self.field_lines, start=self.line)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TenantSpecDocument:
+    """A validated Tenant document and where each of its fields was written."""
+
+    document: TenantDocument
+    file: str
+    line: int
+    field_lines: Mapping[FieldPath, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The tenant's name."""
+        return self.document.metadata.name
+
+    def where(self, *path: str | int) -> Location:
+        """The location of ``path``, or of its nearest written ancestor."""
+        return locate(path, file=self.file, lines=self.field_lines, start=self.line)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecBundle:
+    """Every document of a set of files: the tenants and the agents they declare."""
+
+    tenants: tuple[TenantSpecDocument, ...]
+    agents: tuple[SpecDocument, ...]
+
+
 def locate(path: FieldPath, *, file: str, lines: Mapping[FieldPath, int], start: int) -> Location:
     """Where ``path`` was written, or its nearest written ancestor, or the document start."""
     for end in range(len(path), 0, -1):
@@ -82,46 +113,87 @@ def locate(path: FieldPath, *, file: str, lines: Mapping[FieldPath, int], start:
 
 
 def load_paths(paths: Iterable[str | Path]) -> list[SpecDocument]:
-    """Load every document from files and directories (``*.yaml``/``*.yml``, recursively).
+    """Load every Agent document from files and directories (``*.yaml``/``*.yml``,
+    recursively). Tenant documents are refused here: ``agentcell apply`` reads them.
 
     Raises:
         SpecError: any file is unreadable or invalid, or two documents name the same agent.
     """
-    documents: list[SpecDocument] = []
+    return list(_load(paths, tenants_allowed=False).agents)
+
+
+def load_bundle(paths: Iterable[str | Path]) -> SpecBundle:
+    """Load every Tenant and Agent document from files and directories.
+
+    Raises:
+        SpecError: any file is unreadable or invalid, or two documents name the same tenant
+            or the same agent of a tenant.
+    """
+    return _load(paths, tenants_allowed=True)
+
+
+def _load(paths: Iterable[str | Path], *, tenants_allowed: bool) -> SpecBundle:
+    agents: list[SpecDocument] = []
+    tenants: list[TenantSpecDocument] = []
     problems: list[SpecError] = []
     for file in _expand(paths, problems):
         try:
-            documents.extend(load_text(read_spec_file(file), file=str(file)))
+            bundle = _load_text(read_spec_file(file), str(file), tenants_allowed=tenants_allowed)
         except SpecError as exc:
             problems.extend(exc.problems or (exc,))
-    problems.extend(_collisions(documents))
+            continue
+        agents.extend(bundle.agents)
+        tenants.extend(bundle.tenants)
+    problems.extend(_collisions(agents))
+    problems.extend(_tenant_collisions(tenants))
     if problems:
         raise _combined(problems)
-    return documents
+    return SpecBundle(tenants=tuple(tenants), agents=tuple(agents))
 
 
 def load_text(text: str, *, file: str = "<input>") -> list[SpecDocument]:
-    """Load every document in one YAML text.
+    """Load every Agent document in one YAML text.
 
     Raises:
         SpecError: the text is not YAML, or a document is not a valid Agent.
     """
-    documents: list[SpecDocument] = []
+    return list(_load_text(text, file, tenants_allowed=False).agents)
+
+
+def _load_text(text: str, file: str, *, tenants_allowed: bool) -> SpecBundle:
+    agents: list[SpecDocument] = []
+    tenants: list[TenantSpecDocument] = []
     problems: list[SpecError] = []
     base_dir = str(Path(file).resolve().parent) if file != "<input>" else None
     for data, lines, start in parse_yaml_documents(text, file):
+        is_tenant = isinstance(data, dict) and data.get("kind") == "Tenant"
+        if is_tenant and not tenants_allowed:
+            problems.append(
+                SpecError(
+                    "a Tenant document: this command takes Agent documents only",
+                    where=Location(file=file, line=lines.get(("kind",), start), field="kind"),
+                    fix="apply tenants with `agentcell apply -f FILE`",
+                )
+            )
+            continue
+        root: type[AgentDocument] | type[TenantDocument] = (
+            TenantDocument if is_tenant else AgentDocument
+        )
         try:
-            document = AgentDocument.model_validate(data, context={"base_dir": base_dir})
+            document = root.model_validate(data, context={"base_dir": base_dir})
         except pydantic.ValidationError as exc:
             problems.extend(
-                explain_validation_error(
-                    error, root=AgentDocument, file=file, lines=lines, start=start
-                )
+                explain_validation_error(error, root=root, file=file, lines=lines, start=start)
                 for error in exc.errors()
             )
             continue
-        documents.append(SpecDocument(document=document, file=file, line=start, field_lines=lines))
-    if not documents and not problems:
+        if isinstance(document, TenantDocument):
+            tenants.append(
+                TenantSpecDocument(document=document, file=file, line=start, field_lines=lines)
+            )
+        else:
+            agents.append(SpecDocument(document=document, file=file, line=start, field_lines=lines))
+    if not agents and not tenants and not problems:
         problems.append(
             SpecError(
                 "the file holds no document",
@@ -129,10 +201,11 @@ def load_text(text: str, *, file: str = "<input>") -> list[SpecDocument]:
                 fix="write an Agent document: apiVersion, kind, metadata, spec",
             )
         )
-    problems.extend(_collisions(documents))
+    problems.extend(_collisions(agents))
+    problems.extend(_tenant_collisions(tenants))
     if problems:
         raise _combined(problems)
-    return documents
+    return SpecBundle(tenants=tuple(tenants), agents=tuple(agents))
 
 
 def _expand(paths: Iterable[str | Path], problems: list[SpecError]) -> Iterator[Path]:
@@ -355,6 +428,22 @@ def _collisions(documents: Sequence[SpecDocument]) -> list[SpecError]:
                     f"(first at {earlier.file}:{earlier.line})",
                     where=doc.where("metadata", "name"),
                     fix="give each agent of a tenant its own metadata.name",
+                )
+            )
+    return problems
+
+
+def _tenant_collisions(documents: Sequence[TenantSpecDocument]) -> list[SpecError]:
+    first: dict[str, TenantSpecDocument] = {}
+    problems = []
+    for doc in documents:
+        earlier = first.setdefault(doc.name, doc)
+        if earlier is not doc:
+            problems.append(
+                SpecError(
+                    f"tenant {doc.name} is defined twice (first at {earlier.file}:{earlier.line})",
+                    where=doc.where("metadata", "name"),
+                    fix="declare each tenant once",
                 )
             )
     return problems
