@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # A tour of agentcell on this host: a monitoring agent and an AI-code sandbox come up as cells,
 # their hardening is read back from inside, and both are torn down again, even on failure.
+#
+# Usage: bash scripts/demo.sh [--keep]
+#   --keep  leave the cells and the demo's control plane running to explore, and print how to
+#           remove them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
@@ -13,6 +17,15 @@ SPECS=(examples/monitor-agent.yaml examples/sandbox.yaml examples/reference-agen
 AGENTCELL_HOME=$(mktemp -d /tmp/agentcell-demo.XXXXXX)
 export AGENTCELL_HOME
 SERVER_PID=
+KEEP=0
+for arg in "$@"; do
+  case $arg in
+    --keep) KEEP=1 ;;
+    *) die "unknown argument: $arg (usage: bash scripts/demo.sh [--keep])" ;;
+  esac
+done
+# Cells the demo's specs name that were there before it ran; teardown leaves them alone.
+BEFORE=()
 
 # Echo a command like a terminal session would, then run it.
 show() {
@@ -20,11 +33,45 @@ show() {
   "$@"
 }
 
+# The cell (TENANT/AGENT) a spec file names.
+cell_of() {
+  "$AGENTCELL" lint -f "$1" -o json --fail-on never |
+    .venv/bin/python -c 'import json, sys; (d,) = json.load(sys.stdin)["items"]; print(d["tenant"] + "/" + d["name"])'
+}
+
+# shellcheck disable=SC2317  # run by the EXIT trap
+keep() {
+  local status=$? spec
+  say "kept the demo's cells and control plane running (AGENTCELL_HOME=$AGENTCELL_HOME)."
+  say "explore them with, for example:"
+  printf '  export AGENTCELL_HOME=%s\n' "$AGENTCELL_HOME"
+  printf '  %s ps -o wide\n  %s verify sandbox\n  %s metrics load.1m\n' \
+    "$AGENTCELL" "$AGENTCELL" "$AGENTCELL"
+  say "remove them with:"
+  for spec in "${SPECS[@]}"; do
+    made "$spec" && printf '  %s down -f %s\n' "$AGENTCELL" "$spec"
+  done
+  [[ -n $SERVER_PID ]] && printf '  kill %s\n' "$SERVER_PID"
+  printf '  rm -rf %s\n' "$AGENTCELL_HOME"
+  exit "$status"
+}
+
+# Whether the demo made the cell of this spec (it was not there before).
+made() {
+  local cell
+  cell=$(cell_of "$1") || return 0
+  [[ " ${BEFORE[*]} " != *" $cell "* ]]
+}
+
 # shellcheck disable=SC2317  # run by the EXIT trap
 teardown() {
   local status=$? spec
   for spec in "${SPECS[@]}"; do
-    show "$AGENTCELL" down -f "$spec" || warn "could not take down $spec"
+    if made "$spec"; then
+      show "$AGENTCELL" down -f "$spec" || warn "could not take down $spec"
+    else
+      say "leaving $(cell_of "$spec"): it was there before the demo"
+    fi
   done
   if [[ -n $SERVER_PID ]]; then
     kill "$SERVER_PID" 2>/dev/null || true
@@ -36,11 +83,21 @@ teardown() {
 
 bash scripts/setup.sh
 show "$AGENTCELL" image bootstrap
-trap teardown EXIT
+for spec in "${SPECS[@]}"; do
+  cell=$(cell_of "$spec")
+  if "$AGENTCELL" inspect "$cell" -o json >/dev/null 2>&1; then
+    BEFORE+=("$cell")
+  fi
+done
+if ((KEEP)); then
+  trap keep EXIT
+else
+  trap teardown EXIT
+fi
 show "$AGENTCELL" runtimes
 # Policy first: the monitoring agent's read-only /proc and /sys mounts pass the restricted
 # policy only through the exception written (with its reason) in its spec.
-show "$AGENTCELL" lint examples/
+show "$AGENTCELL" lint -f examples/
 
 # The control plane: a CA, then the HTTPS API with agents over mTLS on a Unix socket.
 show "$AGENTCELL" ca init
