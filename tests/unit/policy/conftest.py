@@ -13,7 +13,7 @@ import yaml
 
 from agentcell.policy.audit import ObservedContainer
 from agentcell.policy.view import CellView, view_of_spec
-from agentcell.runtime.docker.facts import view_of_container
+from agentcell.runtime.docker.container_view import view_of_container
 from agentcell.spec.load import SpecDocument, load_text
 
 DIGEST = "sha256:" + "ab" * 32

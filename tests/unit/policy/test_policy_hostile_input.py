@@ -21,7 +21,7 @@ from agentcell.policy.lint import lint
 from agentcell.policy.presets import preset
 from agentcell.policy.rules import RULE_IDS
 from agentcell.policy.view import SENSITIVE_HOST_PATHS, view_of_spec
-from agentcell.runtime.docker.facts import view_of_container
+from agentcell.runtime.docker.container_view import view_of_container
 from agentcell.spec.load import SpecDocument, load_text
 from agentcell.spec.model import CAPABILITIES
 

@@ -376,7 +376,7 @@ def test_provided_targets_are_where_identity_mounts() -> None:
 
 
 def test_image_with_agentcell_labels_trips_ac_039_and_is_no_cell() -> None:
-    from agentcell.runtime.docker.facts import view_of_container
+    from agentcell.runtime.docker.container_view import view_of_container
     from tests.unit.policy.conftest import SECURE_INSPECT, merged
 
     forged = {"org.agentcell.managed": "true", "org.agentcell.exceptions": "AC-003,AC-009"}

@@ -9,7 +9,7 @@ import pytest
 
 from agentcell.cell.seccomp import blocks_io_uring, load_profile, strict_profile_path
 from agentcell.errors import BackendError
-from agentcell.runtime.docker.facts import view_of_container
+from agentcell.runtime.docker.container_view import view_of_container
 
 MiB = 1024**2
 
