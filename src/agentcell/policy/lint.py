@@ -1,4 +1,6 @@
-"""``agentcell lint``: judge spec files by a policy without launching anything. Pure.
+"""``agentcell lint``: judge spec files by a policy without launching anything.
+
+It reads the spec files and nothing else: no engine, no registry, no control plane.
 
 A file that cannot be loaded does not hide the findings of the others: every valid document is
 judged, and every problem of every invalid one is reported beside them.
@@ -6,14 +8,13 @@ judged, and every problem of every invalid one is reported beside them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from agentcell.errors import Location, SpecError
+from agentcell.errors import SpecError
 from agentcell.policy.admission import SEVERITY_RANK, Finding, Policy, apply_exceptions
 from agentcell.spec.load import SPEC_SUFFIXES, SpecDocument, load_paths
 
@@ -85,11 +86,7 @@ def lint(paths: Iterable[str | Path], policy: Policy) -> LintReport:
         documents = load_paths(paths)
     except SpecError as exc:
         problems.extend(exc.problems or (exc,))
-        documents = _loadable(paths, None)
-    except yaml.YAMLError:
-        # The loader lets some PyYAML errors (control characters in a file) escape untranslated;
-        # load file by file to say which file, and judge the rest.
-        documents = _loadable(paths, problems)
+        documents = _loadable(paths)
     results = tuple(
         SpecResult(doc=doc, findings=tuple(apply_exceptions(doc, policy.evaluate(doc))))
         for doc in documents
@@ -97,36 +94,14 @@ def lint(paths: Iterable[str | Path], policy: Policy) -> LintReport:
     return LintReport(policy=policy.name, results=results, problems=tuple(problems))
 
 
-def _loadable(paths: Iterable[str | Path], problems: list[SpecError] | None) -> list[SpecDocument]:
-    """The documents of every file that loads on its own, once some file did not. Problems go
-    to ``problems`` unless the load of all paths together has reported them already."""
+def _loadable(paths: Iterable[str | Path]) -> list[SpecDocument]:
+    """The documents of every file that loads on its own, once loading all of them together
+    failed (and reported every problem)."""
     documents: list[SpecDocument] = []
     for file in _files(paths):
-        try:
+        with contextlib.suppress(SpecError):
             documents.extend(load_paths([file]))
-        except SpecError as exc:
-            if problems is not None:
-                problems.extend(exc.problems or (exc,))
-        except yaml.YAMLError as exc:
-            if problems is not None:
-                problems.append(_yaml_problem(file, exc))
     return documents
-
-
-def _yaml_problem(file: Path, exc: yaml.YAMLError) -> SpecError:
-    mark = getattr(exc, "problem_mark", None)
-    position = getattr(exc, "position", None)
-    return SpecError(
-        f"invalid YAML: {exc}".splitlines()[0],
-        where=Location(
-            file=str(file),
-            line=mark.line + 1 if mark is not None else None,
-            column=mark.column + 1 if mark is not None else None,
-        ),
-        fix="remove control characters; a spec is printable UTF-8 text"
-        if position is not None
-        else "fix the YAML syntax",
-    )
 
 
 def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
