@@ -17,7 +17,6 @@ from typing import Literal
 from agentcell.identity.spiffe import SpiffeId
 
 __all__ = [
-    "DEFAULT_TOKEN_TTL",
     "TOKEN_PREFIX",
     "JoinToken",
     "TokenRecord",
@@ -27,7 +26,6 @@ __all__ = [
     "new_token",
 ]
 
-DEFAULT_TOKEN_TTL = dt.timedelta(minutes=10)
 TOKEN_PREFIX = "acjt_"  # noqa: S105 - a marker that makes leaked tokens easy to grep for
 _TOKEN_BYTES = 32
 
