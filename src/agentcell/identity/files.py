@@ -1,8 +1,9 @@
 """Writing secrets and public material to disk with the right modes, atomically.
 
 A key file is created 0600 under a temporary name with ``O_EXCL`` and renamed into place, so
-no reader ever sees half a file and no other process can have opened it between creation and
-``chmod`` (there is no ``chmod``: the mode is set at creation).
+no reader ever sees half a file. The mode is given at creation, and ``fchmod`` on the open
+descriptor restores what the umask took from it before a byte is written: no other process can
+have opened the file while it was wider.
 """
 
 from __future__ import annotations
