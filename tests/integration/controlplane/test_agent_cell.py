@@ -192,7 +192,8 @@ def test_agent_in_a_cell_enrols_reports_renews_and_is_shown(
         tenant=TENANT,
         agent=name,
         points=30,
-        json_out=False,
+        output="text",
+        json_alias=False,
     )
     shown = capsys.readouterr().out
     assert f"{TENANT}/{name}" in shown
@@ -257,6 +258,12 @@ def test_restarted_cell_needs_up_and_then_re_enrols_cleanly(
         ),
         seconds=20,
         what="the agent to find no join token",
+    )
+    # Exit 3, as for a refused token (the engine may be restarting it: the last exit counts).
+    _eventually(
+        lambda: cells.container(container).attrs["State"]["ExitCode"] == 3,
+        seconds=20,
+        what="the agent to exit 3",
     )
 
     # `up` issues a new token into the mounted directory; the cell enrols again.
