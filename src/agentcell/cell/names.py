@@ -8,9 +8,11 @@ the old '-' scheme, and one tenant's ``up`` replaced the other's cell.
 from __future__ import annotations
 
 __all__ = [
+    "CGROUP_ROOT",
     "LEGACY_PREFIX",
     "NAME_PREFIX",
     "NAME_SEPARATOR",
+    "cgroup_parent",
     "container_name",
     "is_agentcell_network",
     "network_name",
@@ -35,3 +37,13 @@ def network_name(tenant: str, network: str) -> str:
 def is_agentcell_network(name: str) -> bool:
     """Whether ``name`` has the form of a network agentcell makes (new or old scheme)."""
     return name.startswith((NAME_PREFIX + NAME_SEPARATOR, LEGACY_PREFIX))
+
+
+CGROUP_ROOT = "/agentcell"
+"""Under the engine's cgroup root: one directory per tenant holds that tenant's cells."""
+
+
+def cgroup_parent(tenant: str) -> str:
+    """The cgroup parent of a tenant's cells: ``/agentcell/<tenant>`` (one path component per
+    tenant, so no tenant's parent is another's)."""
+    return f"{CGROUP_ROOT}/{tenant}"

@@ -28,7 +28,7 @@ from agentcell.cell.labels import (
     LABEL_TENANT,
     LABEL_UID,
 )
-from agentcell.cell.names import container_name, network_name
+from agentcell.cell.names import cgroup_parent, container_name, network_name
 from agentcell.cell.paths import DOCKER_SOCKET
 from agentcell.cell.seccomp import strict_profile_json, strict_profile_path
 from agentcell.cell.units import NANO, nanos_from_cpus
@@ -120,6 +120,8 @@ class ContainerSettings:
     restart_retries: int
     healthcheck: Mapping[str, Any] | None
     runtime: str
+    cgroup_parent: str
+    """The tenant's cgroup parent (``/agentcell/<tenant>``), which bounds the sum of its cells."""
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def sdk_kwargs(self) -> dict[str, Any]:
@@ -151,6 +153,10 @@ class ContainerSettings:
             ),
             "healthcheck": dict(self.healthcheck) if self.healthcheck else None,
             "runtime": self.runtime,
+            # Its own cgroup namespace: the cell sees its cgroup as the root, not the host's
+            # hierarchy (Docker 20.10 shares the host's on cgroup v1 by default).
+            "cgroupns": "private",
+            "cgroup_parent": self.cgroup_parent,
             "labels": dict(self.labels),
             "detach": True,
         }
@@ -196,6 +202,7 @@ class ContainerSettings:
             argv += ["--health-retries", str(check["retries"])]
             argv += ["--health-start-period", _duration_text(check["start_period"])]
         argv += ["--runtime", self.runtime]
+        argv += ["--cgroupns", "private", "--cgroup-parent", self.cgroup_parent]
         for key, value in sorted(self.environment.items()):
             argv += ["-e", f"{key}={value}"]
         for key, value in sorted(self.labels.items()):
@@ -343,6 +350,7 @@ def settings_for(
         restart_retries=spec.restart.max_retries,
         healthcheck=healthcheck,
         runtime=security.runtime,
+        cgroup_parent=cgroup_parent(tenant),
         labels=labels,
     )
 
