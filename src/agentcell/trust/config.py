@@ -28,6 +28,7 @@ Errors name the file, line and field, through the same YAML reader as spec files
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from agentcell.spec.load import (
     parse_yaml_documents,
     read_spec_file,
 )
+from agentcell.spec.tenant import TenantDocument
 
 if TYPE_CHECKING:
     from agentcell.trust.keys import PublicKey
@@ -57,6 +59,7 @@ __all__ = [
     "TrustConfig",
     "load_trust_config",
     "parse_trust_config",
+    "with_tenant",
 ]
 
 CONFIG_ENV = "AGENTCELL_TRUST_CONFIG"
@@ -158,6 +161,44 @@ class TrustConfig:
             require_signatures=self.require_signatures or entry.require_signatures,
             require_digest=self.require_digest or entry.require_digest,
         )
+
+
+def with_tenant(
+    config: TrustConfig, tenant: TenantDocument, *, base_dir: Path | None = None
+) -> TrustConfig:
+    """``config`` with a Tenant document's own trust added: its keys beside the host's, its
+    requirements or'ed in, so a tenant can only tighten what the host demands.
+
+    Raises:
+        SpecError: a key of the tenant cannot be read or is not a public key.
+    """
+    from agentcell.trust.keys import load_public_key, read_public_key
+
+    trust = tenant.spec.trust
+    keys = []
+    for index, key in enumerate(trust.keys):
+        where = Location(field=f"spec.trust.keys[{index}]")
+        try:
+            if key.pem is not None:
+                keys.append(load_public_key(key.pem.encode(), name=key.name))
+            else:
+                path = Path(str(key.path))
+                keys.append(read_public_key((base_dir or Path()) / path, name=key.name))
+        except TrustError as exc:
+            raise SpecError(
+                f"tenant {tenant.name}'s key {key.name}: {exc.what}", where=where, fix=exc.fix
+            ) from exc
+    existing = config.tenants.get(tenant.name)
+    merged = TenantTrust(
+        tenant=tenant.name,
+        keys=(existing.keys if existing else ()) + tuple(keys),
+        require_signatures=trust.require_signatures
+        or (existing.require_signatures if existing else False),
+        require_digest=trust.require_digest or (existing.require_digest if existing else False),
+    )
+    return dataclasses.replace(
+        config, tenants=MappingProxyType({**config.tenants, tenant.name: merged})
+    )
 
 
 def load_trust_config(

@@ -121,3 +121,24 @@ def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(SpecError) as caught:
         parse_trust_config("apiVersion: agentcell/v2\nkind: Agent\n")
     assert len(caught.value.problems) == 2
+
+
+def test_a_tenant_document_can_only_tighten_the_host(tmp_path: Path) -> None:
+    from agentcell.spec.load import load_bundle
+    from agentcell.trust.config import TrustConfig, with_tenant
+    from agentcell.trust.keys import generate_key_pair
+
+    pem = generate_key_pair(name="acme-ci").public.pem().decode()
+    (tmp_path / "acme.yaml").write_text(
+        "apiVersion: agentcell/v1\nkind: Tenant\nmetadata: {name: acme}\n"
+        "spec:\n  trust:\n    require_signatures: true\n    keys:\n      - name: acme-ci\n"
+        "        pem: |\n" + "".join(f"          {line}\n" for line in pem.splitlines())
+    )
+    (tenant,) = load_bundle([tmp_path / "acme.yaml"]).tenants
+    host = TrustConfig(require_digest=True)
+    config = with_tenant(host, tenant.document)
+    acme = config.for_tenant("acme")
+    assert acme.require_signatures and acme.require_digest
+    assert [key.name for key in acme.keys] == ["acme-ci"]
+    other = config.for_tenant("other")
+    assert not other.require_signatures and other.keys == ()
