@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentcell.cell.paths import SYSTEM_RUN_DIR, SYSTEM_STATE_DIR
 from agentcell.controlplane.instance import read_running_server
 from agentcell.errors import Error
 from agentcell.identity.files import CAFiles
@@ -60,8 +61,8 @@ __all__ = [
     "parse_listen",
 ]
 
-DEFAULT_STATE_DIR = Path("/var/lib/agentcell/controlplane")
-DEFAULT_RUN_DIR = Path("/run/agentcell")
+DEFAULT_STATE_DIR = SYSTEM_STATE_DIR
+DEFAULT_RUN_DIR = SYSTEM_RUN_DIR
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8443
 DEFAULT_TRUST_DOMAIN = "agentcell.local"
