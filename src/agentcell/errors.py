@@ -2,22 +2,42 @@
 
 Every failure a user can act on is an :class:`Error` carrying *what* went wrong, *where*
 (file, line and field when they are known) and *how to fix it*. Third-party and OS errors are
-translated into this tree once, at the boundary where they enter, with ``raise ... from exc``.
-The CLI catches only :class:`Error`.
+translated into this tree once, at the boundary where they enter, with ``raise ... from exc``:
+the docker SDK's in :func:`agentcell.runtime.docker.client.translated`, the registry's in
+:mod:`agentcell.trust.registry`, the control plane's in :mod:`agentcell.controlplane.client`.
+The CLI catches only :class:`Error` and exits with its ``exit_code``.
 
-::
+The whole tree, wherever a class is declared (a unit test holds this drawing to the code)::
 
-    Error
-    ├── SpecError                 a spec file cannot be read, parsed or validated      (exit 2)
-    ├── AdmissionError            policy refused a spec; carries every finding          (exit 2)
-    ├── HostError                 this host lacks something (engine, runtime, tool)     (exit 3)
-    │   └── EngineUnavailable     the container engine cannot be reached
-    ├── BackendError              the engine refused or failed an operation              (exit 1)
-    │   ├── CellNotFound          no cell by that name
-    │   └── CellConflict          a name is taken by something agentcell does not own (exit 2)
-    ├── ImageError                an image cannot be built or found                     (exit 1)
-    └── TrustError                an image is unsigned, wrongly signed, tampered with,
-                                  or its registry cannot be asked                       (exit 2)
+    Error                               (exit 1 unless a class below says otherwise)
+    ├── SpecError                       a spec file cannot be read, parsed or validated  (exit 2)
+    ├── AdmissionError                  policy refused a spec; carries every finding     (exit 2)
+    ├── InvalidInput                    cli.names: an argument or option names nothing   (exit 2)
+    ├── HostError                       this host lacks something (runtime, tool, file)  (exit 3)
+    │   ├── Unreachable                 a service agentcell needs does not answer        (exit 3)
+    │   │   ├── EngineUnavailable       the Docker Engine                                (exit 3)
+    │   │   ├── ControlPlaneUnavailable the control plane (or its CA bundle is missing)  (exit 3)
+    │   │   └── RegistryUnavailable     an OCI registry                                  (exit 3)
+    │   └── KernelReadError             verify.procfs: a kernel file cannot be read      (exit 3)
+    ├── BackendError                    the engine refused or failed an operation        (exit 1)
+    │   ├── CellNotFound                no cell (or engine object) by that name          (exit 1)
+    │   └── CellConflict                a name is taken by something agentcell does not
+    │                                   own, or by another tenant's cell                 (exit 2)
+    ├── ImageError                      an image cannot be built, pushed or used         (exit 1)
+    │   └── ImageNotFound               no such image on this host                       (exit 1)
+    ├── TrustError                      an image is unsigned, wrongly signed, tampered
+    │                                   with, or its registry refused to answer          (exit 2)
+    ├── IdentityError                   identity.errors: a CA, certificate, CSR or join
+    │   │                               token problem                                    (exit 1)
+    │   ├── CANotInitialised            the control plane has no CA yet                  (exit 3)
+    │   └── EnrolmentRefused            a join token or CSR was refused                  (exit 1)
+    ├── ControlPlaneError               controlplane.client: the control plane refused a
+    │                                   request or answered nonsense                     (exit 1)
+    ├── SettingsError                   controlplane.settings: a malformed setting       (exit 2)
+    └── StorageError                    controlplane.store: the database failed          (exit 1)
+
+"Unreachable" is one family: whichever service is down, the message names it, says how to
+start it, and the command exits 3, as for anything else this host lacks.
 """
 
 from __future__ import annotations
@@ -29,13 +49,17 @@ __all__ = [
     "BackendError",
     "CellConflict",
     "CellNotFound",
+    "ControlPlaneUnavailable",
     "EngineUnavailable",
     "Error",
     "HostError",
     "ImageError",
+    "ImageNotFound",
     "Location",
+    "RegistryUnavailable",
     "SpecError",
     "TrustError",
+    "Unreachable",
 ]
 
 
@@ -115,8 +139,32 @@ class HostError(Error):
     exit_code = 3
 
 
-class EngineUnavailable(HostError):
-    """The container engine cannot be reached."""
+class Unreachable(HostError):
+    """A service agentcell needs (the engine, the control plane, a registry) does not answer.
+
+    ``service`` names it for programs and tests; ``what`` says it for people.
+    """
+
+    service: str = "service"
+
+
+class EngineUnavailable(Unreachable):
+    """The Docker Engine cannot be reached (no socket, refused, lost mid-call)."""
+
+    service = "engine"
+
+
+class ControlPlaneUnavailable(Unreachable):
+    """The control plane cannot be reached, or its CA bundle to verify it is missing."""
+
+    service = "control plane"
+
+
+class RegistryUnavailable(Unreachable):
+    """An OCI registry cannot be reached or timed out, so an image can be neither pushed,
+    resolved nor verified."""
+
+    service = "registry"
 
 
 class BackendError(Error):
@@ -124,7 +172,7 @@ class BackendError(Error):
 
 
 class CellNotFound(BackendError):
-    """No cell by that name exists."""
+    """No cell by that name exists (or the engine has no container, network or exec by it)."""
 
 
 class CellConflict(BackendError):
@@ -137,7 +185,11 @@ class CellConflict(BackendError):
 
 
 class ImageError(Error):
-    """An image cannot be built, imported or found."""
+    """An image cannot be built, imported, pushed or found."""
+
+
+class ImageNotFound(ImageError):
+    """The engine holds no image by that reference."""
 
 
 class TrustError(Error):

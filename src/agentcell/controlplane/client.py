@@ -17,10 +17,12 @@ import pydantic
 
 from agentcell.controlplane import api
 from agentcell.controlplane.settings import ClientSettings
-from agentcell.errors import Error
+from agentcell.errors import ControlPlaneUnavailable, Error
 from agentcell.identity.errors import IdentityError
 from agentcell.identity.files import read_text
 
+# ControlPlaneUnavailable is declared in agentcell.errors, beside the other unreachable
+# services; it is exported here too because callers of this client catch it.
 __all__ = ["AdminClient", "ControlPlaneError", "ControlPlaneUnavailable"]
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -34,12 +36,6 @@ class ControlPlaneError(Error):
         super().__init__(what, fix=fix)
         self.status = status
         self.reason = reason
-
-
-class ControlPlaneUnavailable(ControlPlaneError):
-    """The control plane cannot be reached."""
-
-    exit_code = 3
 
 
 class AdminClient:

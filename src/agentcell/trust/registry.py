@@ -31,7 +31,7 @@ import oras.provider  # type: ignore[import-untyped]
 import requests
 import requests.adapters
 
-from agentcell.errors import TrustError
+from agentcell.errors import RegistryUnavailable, TrustError
 from agentcell.trust.cosign import DOCKER_MANIFEST_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, digest_of
 from agentcell.trust.reference import Digest, ImageReference, is_loopback_host, parse_digest
 
@@ -100,7 +100,8 @@ class RegistryClient:
         """The digest ``reference`` names now: its written digest, or its tag's current one.
 
         Raises:
-            TrustError: the image is not in the registry, or the registry cannot be asked.
+            TrustError: the image is not in the registry, or the registry answered nonsense.
+            RegistryUnavailable: the registry cannot be reached or timed out.
         """
         target = reference.digest or reference.effective_tag
         found = self.manifest(reference.repository, target, head=True)
@@ -131,7 +132,8 @@ class RegistryClient:
         With ``head`` only the digest is fetched, unless the registry omits the digest header.
 
         Raises:
-            TrustError: the registry cannot be asked or answered nonsense.
+            TrustError: the registry refused or answered nonsense.
+            RegistryUnavailable: the registry cannot be reached or timed out.
         """
         url = f"{self._prefix}://{self._container(repository, target).manifest_url()}"
         headers = {"Accept": ", ".join(accept)}
@@ -165,7 +167,8 @@ class RegistryClient:
         """Blob ``digest`` of ``repository``, checked against its digest.
 
         Raises:
-            TrustError: the blob is missing, too large, damaged, or the registry is unreachable.
+            TrustError: the blob is missing, too large or damaged.
+            RegistryUnavailable: the registry cannot be reached or timed out.
         """
         url = f"{self._prefix}://{self._container(repository, digest).get_blob_url(digest)}"
         response = self._request(url, "GET", stream=True)
@@ -197,7 +200,8 @@ class RegistryClient:
         """Upload ``data`` unless the registry has it already; returns its digest.
 
         Raises:
-            TrustError: the registry refused or cannot be reached.
+            TrustError: the registry refused.
+            RegistryUnavailable: the registry cannot be reached or timed out.
         """
         digest = digest_of(data)
         layer = {"mediaType": media_type, "digest": digest, "size": len(data)}
@@ -220,7 +224,8 @@ class RegistryClient:
         """Store an OCI image manifest under ``tag``; returns the digest the registry gave it.
 
         Raises:
-            TrustError: the registry refused or cannot be reached.
+            TrustError: the registry refused.
+            RegistryUnavailable: the registry cannot be reached or timed out.
         """
         container = self._container(repository, tag)
         try:
@@ -286,12 +291,11 @@ class RegistryClient:
             fix="check the registry's log and the image reference",
         )
 
-    def _unreachable(self, exc: requests.RequestException) -> TrustError:
-        kind = "timed out" if isinstance(exc, requests.Timeout) else "is unreachable"
-        return TrustError(
-            f"registry {self.host} {kind} ({type(exc).__name__}), so the image can be neither "
-            "resolved nor verified",
-            reason="registry-unavailable",
+    def _unreachable(self, exc: requests.RequestException) -> RegistryUnavailable:
+        kind = "timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
+        return RegistryUnavailable(
+            f"cannot reach the registry at {self.host} ({kind}), so the image can be neither "
+            "pushed, resolved nor verified",
             fix="start the registry (scripts/setup.sh starts the one on 127.0.0.1:5000) "
             "and try again",
         )

@@ -16,7 +16,7 @@ from typing import Protocol
 import docker
 import pytest
 
-from agentcell.errors import TrustError
+from agentcell.errors import RegistryUnavailable, TrustError
 from agentcell.policy import admit, preset
 from agentcell.policy.admission import AdmittedSpec
 from agentcell.runtime.docker.backend import DockerBackend
@@ -271,9 +271,9 @@ def test_registry_down_is_a_clear_error_and_nothing_is_launched(
     # A local image first (allowed: signatures are not required here), then the one whose
     # registry is down: the whole batch stops before the first cell is made.
     batch = [_admitted(images.build(), name="first"), _admitted(str(reference), name="second")]
-    with pytest.raises(TrustError) as down:
+    with pytest.raises(RegistryUnavailable) as down:
         _up_all(backend, batch, TrustConfig(), EngineImages(docker_client))
-    assert down.value.reason == "registry-unavailable"
+    assert down.value.exit_code == 3
     assert other.host in down.value.what
     assert down.value.fix is not None
     assert backend.cells(tenant=TENANT) == []
