@@ -12,11 +12,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import docker
-import docker.errors
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from agentcell.errors import BackendError, CellConflict, CellNotFound, ImageError, Location
+from agentcell.errors import (
+    BackendError,
+    CellConflict,
+    CellNotFound,
+    ImageError,
+    ImageNotFound,
+    Location,
+)
 from agentcell.policy.admission import AdmittedSpec
 from agentcell.runtime.cells import Cell, UpResult
 from agentcell.runtime.docker.client import DEFAULT_API_VERSION, connect, translated
@@ -308,14 +314,13 @@ class DockerBackend:
 
     def _require_image(self, reference: str) -> None:
         try:
-            self.client.images.get(reference)
-        except docker.errors.ImageNotFound as exc:
-            raise ImageError(
+            with translated("look up image", subject=reference):
+                self.client.images.get(reference)
+        except ImageNotFound as exc:
+            raise ImageNotFound(
                 f"image {reference} is not on this host",
                 fix="run `agentcell image bootstrap` or build/pull the image first",
             ) from exc
-        except docker.errors.APIError as exc:
-            raise BackendError(f"look up image {reference}: {exc.explanation}") from exc
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -406,12 +411,12 @@ class DockerBackend:
         return trusted_labels(container.labels, self._image_labels[image_id])
 
     def _remove(self, container: Container) -> None:
-        with translated("remove", subject=container.name or container.id or "?"):
-            # Already stopped, or dying: remove(force) below ends it either way.
-            with contextlib.suppress(docker.errors.APIError):
-                container.stop(timeout=STOP_TIMEOUT_S)
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+        name = container.name or container.id or "?"
+        # Already stopped, or dying: remove(force) below ends it either way.
+        with contextlib.suppress(BackendError), translated("stop", subject=name):
+            container.stop(timeout=STOP_TIMEOUT_S)
+        with contextlib.suppress(CellNotFound), translated("remove", subject=name):
+            container.remove(force=True)
 
     def _prune_network(self, name: str) -> None:
         if not is_agentcell_network(name):
@@ -423,10 +428,7 @@ class DockerBackend:
             network.attrs.get("Containers")
         ):
             # Another cell may have joined in the meantime; then it stays.
-            with (
-                translated("remove network", subject=name),
-                contextlib.suppress(docker.errors.APIError),
-            ):
+            with contextlib.suppress(BackendError), translated("remove network", subject=name):
                 network.remove()
 
     # -- reading -----------------------------------------------------------------------------
@@ -504,12 +506,13 @@ class DockerBackend:
                 yield container.logs(tail=tail or "all")
 
     def _get(self, name: str) -> Container | None:
+        """The container called or with the id ``name``, or None."""
         try:
-            return self.client.containers.get(name)
-        except docker.errors.NotFound:
+            with translated("look up", subject=name):
+                container: Container = self.client.containers.get(name)
+        except CellNotFound:
             return None
-        except docker.errors.APIError as exc:
-            raise BackendError(f"look up {name}: {exc.explanation}") from exc
+        return container
 
     def _cell(self, container: Container) -> Cell:
         attrs = container.attrs

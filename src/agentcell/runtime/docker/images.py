@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import docker.errors
 
-from agentcell.errors import HostError, ImageError
+from agentcell.errors import HostError, ImageError, ImageNotFound
 from agentcell.runtime.docker.client import translated
 
 __all__ = [
@@ -334,11 +333,11 @@ def run_build(
 
 def _find(client: docker.DockerClient, reference: str) -> BuiltImage | None:
     """The image tagged ``reference``, or None when there is none."""
-    with translated("inspect image", subject=reference):
-        try:
+    try:
+        with translated("inspect image", subject=reference):
             image = client.images.get(reference)
-        except docker.errors.ImageNotFound:
-            return None
+    except ImageNotFound:
+        return None
     return BuiltImage(
         reference=reference,
         image_id=str(image.id),

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 import docker
-import docker.errors
 
-from agentcell.errors import ImageError
+from agentcell.errors import BackendError, ImageError, ImageNotFound
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.images import BASE_IMAGE, IMAGE_LABEL, IMAGE_VERSION, run_build
 
@@ -141,7 +140,7 @@ def build(
     result = report(client, reference, allow=allow)
     if result.violations:
         if previous != result.image_id:
-            with contextlib.suppress(docker.errors.APIError):
+            with contextlib.suppress(BackendError), translated("remove image", subject=reference):
                 client.images.remove(reference)
         found = "; ".join(
             f"{kind}: {', '.join(names)}" for kind, names in result.violations.items()
@@ -211,7 +210,7 @@ def _exported(client: docker.DockerClient, reference: str) -> Iterator[IO[bytes]
             chunks = cast("Iterator[bytes]", container.export())
             yield io.BufferedReader(_ChunkStream(chunks), buffer_size=1 << 16)
     finally:
-        with contextlib.suppress(docker.errors.APIError):
+        with contextlib.suppress(BackendError), translated("remove", subject=name):
             container.remove(force=True)
 
 
@@ -239,8 +238,9 @@ class _ChunkStream(io.RawIOBase):
 
 
 def _image_id(client: docker.DockerClient, reference: str) -> str | None:
-    with translated("inspect image", subject=reference):
-        try:
-            return str(client.images.get(reference).id)
-        except docker.errors.ImageNotFound:
-            return None
+    try:
+        with translated("inspect image", subject=reference):
+            image_id = str(client.images.get(reference).id)
+    except ImageNotFound:
+        return None
+    return image_id

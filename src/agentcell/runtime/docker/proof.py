@@ -30,7 +30,6 @@ from types import MappingProxyType
 from typing import Any, cast
 
 import docker
-import docker.errors
 import pydantic
 from docker.models.containers import Container
 
@@ -164,11 +163,10 @@ class DockerProof:
     def _container(self, ref: str, *, any_container: bool) -> Container:
         if any_container and "/" not in ref:
             try:
-                container: Container = self.client.containers.get(ref)
-            except docker.errors.NotFound:
+                with translated("look up", subject=ref):
+                    container: Container = self.client.containers.get(ref)
+            except CellNotFound:
                 pass
-            except docker.errors.APIError as exc:
-                raise BackendError(f"look up {ref}: {exc.explanation}") from exc
             else:
                 return container
         return self.backend.container(ref)
@@ -532,11 +530,11 @@ class DockerProbeHost:
         """The exec's exit code; a timed-out exec's process is killed on the host first."""
         api = self.client.api
         for attempt in range(20):
-            with translated("inspect exec in", subject=self.name):
-                try:
+            try:
+                with translated("inspect exec in", subject=self.name):
                     info = api.exec_inspect(exec_id)
-                except docker.errors.NotFound:
-                    return None
+            except CellNotFound:
+                return None
             if not info.get("Running"):
                 code = info.get("ExitCode")
                 return None if code is None else int(code)
@@ -583,9 +581,9 @@ class DockerProbeHost:
             )
         finally:
             if container is not None:
-                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                with contextlib.suppress(BackendError), translated("remove canary", subject=name):
                     container.remove(force=True)
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            with contextlib.suppress(BackendError), translated("remove network", subject=name):
                 network.remove()
 
     @contextlib.contextmanager
@@ -639,7 +637,8 @@ class DockerProbeHost:
                         labels={LABEL_PROBE: "neighbour"},
                     )
                 self._wait_for_log(container, b"ready")
-            container.reload()
+            with translated("inspect neighbour", subject=name):
+                container.reload()
             yield Neighbour(
                 pid=int((container.attrs.get("State") or {}).get("Pid") or 0),
                 uid=cell_uid,
@@ -649,7 +648,10 @@ class DockerProbeHost:
             )
         finally:
             if container is not None:
-                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                with (
+                    contextlib.suppress(BackendError),
+                    translated("remove neighbour", subject=name),
+                ):
                     container.remove(force=True)
             shutil.rmtree(identity, ignore_errors=True)
 

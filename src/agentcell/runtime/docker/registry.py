@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker
-import docker.errors
 
-from agentcell.errors import ImageError
-from agentcell.runtime.docker.client import translated
+from agentcell.errors import ImageError, ImageNotFound
+from agentcell.runtime.docker.client import registry_unreachable, translated
 from agentcell.trust.reference import Digest, ImageReference, parse_digest
 
 __all__ = ["EngineImages", "PushedImage", "pull_if_missing", "push"]
@@ -47,11 +46,12 @@ class EngineImages:
         Raises:
             BackendError: the engine failed to answer.
         """
-        with translated("inspect image", subject=reference):
-            try:
-                return str(self.client.images.get(reference).id)
-            except docker.errors.ImageNotFound:
-                return None
+        try:
+            with translated("inspect image", subject=reference):
+                image_id = str(self.client.images.get(reference).id)
+        except ImageNotFound:
+            return None
+        return image_id
 
 
 def push(client: docker.DockerClient, source: str, target: str | None = None) -> PushedImage:
@@ -69,18 +69,20 @@ def push(client: docker.DockerClient, source: str, target: str | None = None) ->
     if destination.digest is not None:
         raise ImageError(f"push to a tag, not a digest: {destination}")
     tag = destination.effective_tag
-    with translated("push image", subject=str(destination)):
-        try:
+    label = f"push image {destination}"
+    try:
+        with translated("push image", subject=str(destination)):
             image = client.images.get(source)
-        except docker.errors.ImageNotFound as exc:
-            raise ImageError(
-                f"image {source} is not on this host", fix="build it or check the name"
-            ) from exc
+    except ImageNotFound as exc:
+        raise ImageNotFound(
+            f"image {source} is not on this host", fix="build it or check the name"
+        ) from exc
+    log: deque[str] = deque(maxlen=_LOG_TAIL)
+    digest: str | None = None
+    with translated("push image", subject=str(destination)):
         image.tag(destination.name, tag=tag)
-        log: deque[str] = deque(maxlen=_LOG_TAIL)
-        digest: str | None = None
         for chunk in client.images.push(destination.name, tag=tag, stream=True, decode=True):
-            digest = _digest_from(chunk, log) or digest
+            digest = _digest_from(chunk, log, label=label) or digest
     if digest is None:
         raise ImageError(
             f"the engine finished pushing {destination.name}:{tag} without reporting a digest:\n"
@@ -101,24 +103,32 @@ def pull_if_missing(client: docker.DockerClient, reference_by_digest: str) -> bo
     reference = ImageReference.parse(reference_by_digest)
     if reference.digest is None or reference.is_local:
         raise ImageError(f"{reference_by_digest} is not a registry reference by digest")
-    with translated("inspect image", subject=reference_by_digest):
-        try:
+    try:
+        with translated("inspect image", subject=reference_by_digest):
             client.images.get(reference_by_digest)
-        except docker.errors.ImageNotFound:
-            pass
-        else:
-            return False
+    except ImageNotFound:
+        pass
+    else:
+        return False
     with translated("pull image", subject=reference_by_digest):
         client.images.pull(reference.name, tag=reference.digest)
     return True
 
 
-def _digest_from(chunk: Any, log: deque[str]) -> str | None:
-    """The pushed digest in one progress message; raise on an error message."""
+def _digest_from(chunk: Any, log: deque[str], *, label: str) -> str | None:
+    """The pushed digest in one progress message; raise on an error message.
+
+    Raises:
+        RegistryUnavailable: the engine cannot reach the registry.
+        ImageError: the engine reports any other failure.
+    """
     if not isinstance(chunk, dict):
         return None
     error = chunk.get("error")
     if error is not None:
+        unreachable = registry_unreachable(label, str(error))
+        if unreachable is not None:
+            raise unreachable
         raise ImageError(
             f"push failed: {error}",
             fix="check that the registry runs (scripts/setup.sh) and the name is right",
