@@ -37,8 +37,10 @@ __all__ = [
     "read_host_processes",
 ]
 
-# cgroup v1 (cgroupfs driver): /docker/<id>; v2 or systemd driver: /system.slice/docker-<id>.scope
-_CONTAINER_IN_CGROUP = re.compile(r"(?:/docker/|/docker-)([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+# The container's own cgroup is the last 64-hex component of the path: /docker/<id> (cgroupfs
+# driver, default parent), /agentcell/<tenant>/<id> (a tenant's parent), or
+# /system.slice/docker-<id>.scope (systemd driver).
+_CONTAINER_IN_CGROUP = re.compile(r"/(?:docker-)?([0-9a-f]{64})(?:\.scope)?(?:/|$)")
 # Per-uid kernel limits two cells with one uid share (the files that show their size).
 _PER_UID_LIMITS = (
     ("inotify instances", "sys/fs/inotify/max_user_instances"),

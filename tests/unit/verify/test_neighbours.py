@@ -125,6 +125,7 @@ def test_a_cell_with_no_process_is_unknown_not_verified(tmp_path: Path) -> None:
     [
         (f"12:pids:/docker/{CELL}", CELL),
         (f"0::/system.slice/docker-{CELL}.scope", CELL),
+        (f"12:pids:/agentcell/acme/{CELL}", CELL),
         ("0::/user.slice", None),
         (f"12:pids:/docker/{CELL[:12]}", None),
     ],
