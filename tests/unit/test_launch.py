@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentcell.cell.paths import CELL_IDENTITY_DIR
+from agentcell.cell.quota import TenantLimits
 from agentcell.controlplane.settings import ClientSettings
 from agentcell.errors import AdmissionError, HostError
 from agentcell.launch import prepare_cell, up_files
@@ -38,6 +39,8 @@ class RecordingBackend:
     refuse: str | None = None
     calls: list[str] = field(default_factory=list)
     mounts: dict[str, tuple[BindMount, ...]] = field(default_factory=dict)
+    limits: dict[str, TenantLimits | None] = field(default_factory=dict)
+    made: list[Cell] = field(default_factory=list)
 
     def check_spec(self, admitted: AdmittedSpec) -> None:
         self.calls.append(f"check {admitted.doc.name}")
@@ -69,14 +72,25 @@ class RecordingBackend:
         extra_env: Mapping[str, str] | None = None,
         image_trust: str | None = None,
         uid: int | None = None,
+        tenant_limits: TenantLimits | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> UpResult:
         self.calls.append(f"up {admitted.doc.name} uid={uid}")
+        self.limits[admitted.doc.name] = tenant_limits
         self.mounts[admitted.doc.name] = tuple(extra_mounts)
         cell = Cell(tenant="acme", agent=admitted.doc.name, container="c", container_id="i",
                     state="running", health=None, runtime="runc", image=image or "",
                     image_id=image or "", cpus=0.5, memory=1, memory_swap=1, pids=1,
                     spec_hash="h", source="s")  # fmt: skip
+        self.made.append(cell)
         return UpResult(cell=cell, action="created")
+
+    def cells(self, *, tenant: str | None = None) -> list[Cell]:
+        return [cell for cell in self.made if tenant is None or cell.tenant == tenant]
+
+    def down(self, tenant: str, name: str) -> bool:
+        self.calls.append(f"down {tenant}/{name}")
+        return True
 
 
 @dataclass(frozen=True)

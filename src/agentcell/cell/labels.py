@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "LABEL_AGENT",
+    "LABEL_APPLIED",
     "LABEL_EXCEPTIONS",
     "LABEL_IMAGE_REQUESTED",
     "LABEL_IMAGE_TRUST",
@@ -36,6 +37,8 @@ LABEL_SPEC = "org.agentcell.spec"
 """The normalized spec as JSON, so ``verify`` can compare a running cell with what was asked."""
 LABEL_IMAGE_REQUESTED = "org.agentcell.image-requested"
 LABEL_IMAGE_TRUST = "org.agentcell.image-trust"
+LABEL_APPLIED = "org.agentcell.applied"
+"""On cells ``agentcell apply`` made: only those may ``apply --prune`` remove."""
 LABEL_PROBE = "org.agentcell.probe"
 """On the canary and neighbour containers a probe run starts (they are not cells)."""
 

@@ -99,7 +99,12 @@ def verify_command(
             report = verify(subject.document, target, spec_source=subject.spec_source)
             # Isolation from the host is not isolation from the next cell.
             report = dataclasses.replace(
-                report, checks=report.checks + tuple(proof.neighbour_checks(subject))
+                report,
+                checks=(
+                    *report.checks,
+                    *proof.neighbour_checks(subject),
+                    *proof.tenant_checks(subject),
+                ),
             )
             # The time shown covers the engine's part too (for gVisor, an exec in the cell).
             elapsed = (time.perf_counter() - started) * 1000

@@ -29,6 +29,7 @@ from agentcell.policy.rules import CATALOGUE, Rule, requires_runtime
 from agentcell.policy.view import CellView, view_of_spec
 from agentcell.spec.load import SpecDocument
 from agentcell.spec.model import RuntimeName
+from agentcell.spec.tenant import IsolationLevel
 
 __all__ = ["PRESETS", "RulePolicy", "RuleVerdict", "TenantPolicy", "preset"]
 
@@ -42,6 +43,16 @@ class TenantPolicy:
 
     required_runtime: RuntimeName | None = None
     """Every cell must run under this OCI runtime (AC-035); None demands none."""
+    isolation: IsolationLevel = "standard"
+    """The tenant's isolation level; ``strict`` also refuses relaxed seccomp and host access."""
+
+    @classmethod
+    def for_isolation(cls, isolation: IsolationLevel) -> TenantPolicy:
+        """What an isolation level demands: ``strict`` is gVisor (runsc), the strict seccomp
+        profile and no host mounts or namespaces."""
+        if isolation == "strict":
+            return cls(required_runtime="runsc", isolation="strict")
+        return cls()
 
 
 @dataclass(frozen=True, kw_only=True)

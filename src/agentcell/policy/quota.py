@@ -64,19 +64,26 @@ def _over(quota: TenantQuota, in_use: QuotaUse, asked: QuotaUse) -> list[str]:
 
 
 def check_quota(
-    tenant: str, quota: TenantQuota, in_use: QuotaUse, batch: Sequence[AdmittedSpec]
+    tenant: str,
+    quota: TenantQuota,
+    in_use: QuotaUse,
+    batch: Sequence[AdmittedSpec],
+    *,
+    where: Location | None = None,
 ) -> None:
-    """Refuse ``batch`` if its cells together with ``in_use`` exceed ``quota``.
+    """Refuse ``batch`` if its cells together with ``in_use`` exceed ``quota`` (also an empty
+    batch: a quota lowered below what already runs).
 
     Raises:
         AdmissionError: every limit the batch would exceed, with the numbers.
     """
     over = _over(quota, in_use, use_of_specs(batch))
     if over:
-        first = batch[0].doc
+        if where is None and batch:
+            where = Location(file=batch[0].doc.file, line=batch[0].doc.line)
         raise AdmissionError(
             "\n".join(f"tenant {tenant}: {line}" for line in over) + "\nnothing was launched",
-            where=Location(file=first.file, line=first.line),
+            where=where,
             fix=f"lower the cells' resources, remove cells of {tenant}, or raise its quota",
         )
 

@@ -37,6 +37,10 @@ class Cell:
     """The reference the spec wrote."""
     image_trust: str = ""
     """How the image was checked at launch, e.g. ``signature verified: ...``."""
+    spec: str = ""
+    """The normalized spec the cell was made from, as JSON (``org.agentcell.spec``)."""
+    applied: bool = False
+    """``agentcell apply`` made the cell (so ``apply --prune`` may remove it)."""
 
     @property
     def key(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from agentcell.runtime.docker.translate import container_name, network_name
+from agentcell.cell.names import container_name, network_name
 from tests.conftest import Created
 
 AGENTCELL = Path(sys.executable).with_name("agentcell")

@@ -253,6 +253,7 @@ def settings_for(
     extra_env: Mapping[str, str] | None = None,
     image_trust: str | None = None,
     uid: int | None = None,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> ContainerSettings:
     """Docker settings for an admitted spec.
 
@@ -317,6 +318,8 @@ def settings_for(
         LABEL_SPEC: spec_json(doc.document),
         LABEL_IMAGE_REQUESTED: spec.image,
         LABEL_UID: str(cell_uid),
+        # agentcell's own marks (apply's), never the spec's: those cannot use the prefix.
+        **(extra_labels or {}),
     }
     if image_trust is not None:
         labels[LABEL_IMAGE_TRUST] = image_trust

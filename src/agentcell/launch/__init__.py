@@ -16,6 +16,7 @@ from typing import Protocol
 
 from agentcell.cell.labels import agentcell_labels
 from agentcell.cell.paths import CELL_IDENTITY_DIR, CELL_SOCKET_DIR
+from agentcell.cell.quota import TenantLimits
 from agentcell.controlplane.settings import ClientSettings
 from agentcell.errors import AdmissionError
 from agentcell.identity.ca import SERVER_NAME
@@ -23,7 +24,7 @@ from agentcell.identity.enrolment import write_identity_dir
 from agentcell.identity.errors import IdentityError
 from agentcell.policy.admission import AdmittedSpec, admit
 from agentcell.policy.presets import preset
-from agentcell.runtime.cells import UpResult
+from agentcell.runtime.cells import Cell, UpResult
 from agentcell.runtime.docker.translate import BindMount
 from agentcell.runtime.uids import cell_ids
 from agentcell.spec.load import load_paths
@@ -36,6 +37,7 @@ __all__ = [
     "IdentityIssuer",
     "Launched",
     "admit_files",
+    "launch_admitted",
     "prepare_cell",
     "up_files",
 ]
@@ -78,8 +80,18 @@ class CellBackend(Protocol):
         extra_env: Mapping[str, str] | None = None,
         image_trust: str | None = None,
         uid: int | None = None,
+        tenant_limits: TenantLimits | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> UpResult:
         """Bring one cell to its admitted spec."""
+        ...
+
+    def cells(self, *, tenant: str | None = None) -> list[Cell]:
+        """The cells on this host, optionally of one tenant."""
+        ...
+
+    def down(self, tenant: str, name: str) -> bool:
+        """Stop and remove one cell; False when there was none."""
         ...
 
 
@@ -166,15 +178,46 @@ def up_files(
         BackendError: the engine failed while launching (cells launched before it remain).
     """
     admitted = admit_files(files, policy_name, warn=warn)
+    return launch_admitted(
+        admitted,
+        backend=backend,
+        warn=warn,
+        trust=trust if trust is not None else load_trust_config(),
+        issuer=issuer,
+    )
+
+
+def launch_admitted(
+    admitted: Sequence[AdmittedSpec],
+    *,
+    backend: CellBackend,
+    warn: Report,
+    trust: TrustConfig,
+    issuer: IdentityIssuer | None = None,
+    tenant_limits: Mapping[str, TenantLimits] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> list[Launched]:
+    """Bring admitted cells to their specs: host checks, trusted images, uids, identities,
+    cells, each step for the whole batch before the next.
+
+    ``tenant_limits`` (tenant -> its quota as kernel limits) are written into each tenant's
+    cgroup parent; ``labels`` are agentcell labels to set on every cell (``apply`` marks its
+    cells).
+
+    Raises:
+        HostError, TrustError, ControlPlaneError, IdentityError, BackendError: as
+            :func:`up_files`.
+    """
     for spec in admitted:
         backend.check_spec(spec)
-    pinned = pin_all(admitted, trust if trust is not None else load_trust_config(), local=backend)
+    pinned = pin_all(admitted, trust, local=backend)
     for image in pinned:
         for warning in image.warnings:
             warn(f"image: {warning}")
         if image.source == "registry":
             backend.pull_by_digest(image.reference_by_digest)
     _refuse_labelled_images(admitted, pinned, backend)
+    limits = tenant_limits or {}
     # The uids stay reserved (a host lock) until every cell of the batch exists.
     with backend.uid_allocation(admitted) as uids:
         identities = _identities(admitted, uids, issuer)
@@ -187,6 +230,8 @@ def up_files(
                     extra_mounts=identity.mounts if identity else (),
                     extra_env=identity.env if identity else None,
                     uid=uids.get(spec.doc.document.key),
+                    tenant_limits=limits.get(spec.doc.tenant),
+                    labels=labels,
                 ),
                 image=image,
             )
