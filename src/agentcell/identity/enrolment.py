@@ -25,7 +25,6 @@ from agentcell.identity.files import write_file
 __all__ = ["write_identity_dir"]
 
 
-
 def write_identity_dir(directory: Path, *, token: str, ca_pem: bytes, uid: int, gid: int) -> None:
     """Token 0400 and CA 0444 in a 0500 directory owned by the cell's uid (when we are root,
     which can give it away); otherwise readable by all, which a non-root test run needs.

@@ -34,7 +34,7 @@ __all__ = [
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_RANK: dict[Severity, int] = {"info": 0, "warning": 1, "error": 2}
-UNEXCEPTABLE_RULES = frozenset({"AC-000", "AC-040"})
+UNEXCEPTABLE_RULES = frozenset({"AC-000", "AC-035", "AC-040", "AC-041"})
 """Rules no written reason can except (see :func:`except_findings`)."""
 
 
@@ -162,8 +162,9 @@ def except_findings(findings: Sequence[Finding], reasons: Mapping[str, str]) -> 
     """Mark findings whose rule has a written exception (rule id -> reason) with the reason.
 
     Rules in :data:`UNEXCEPTABLE_RULES` cannot be excepted: AC-000 (a policy that combines
-    nothing) is a configuration error, and AC-040 (agentcell's own state mounted into a cell)
-    would hand the cell every tenant's identity whatever the reason.
+    nothing) is a configuration error, AC-040 (agentcell's own state mounted into a cell)
+    would hand the cell every tenant's identity whatever the reason, and AC-035 and AC-041
+    are the tenant's isolation level, which no spec of the tenant may lower.
     """
     if not reasons:
         return list(findings)

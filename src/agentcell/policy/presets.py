@@ -118,14 +118,21 @@ _MONITORING_AGENT: Mapping[str, Severity] = MappingProxyType(
 
 def _rules_for(tenant: TenantPolicy) -> tuple[Rule, ...]:
     required = tenant.required_runtime
-    if required is None:
+    strict = tenant.isolation == "strict"
+    if required is None and not strict:
         return CATALOGUE
-    return tuple(
-        replace(rule, check=requires_runtime(required), applies=lambda view: True)
-        if rule.id == "AC-035"
-        else rule
-        for rule in CATALOGUE
-    )
+    rules = []
+    for rule in CATALOGUE:
+        if rule.id == "AC-035" and required is not None:
+            rule = replace(rule, check=requires_runtime(required), applies=_always)
+        elif rule.id == "AC-041" and strict:
+            rule = replace(rule, applies=_always)
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _always(view: CellView) -> bool:
+    return True
 
 
 def preset(name: str, *, tenant: TenantPolicy | None = None) -> RulePolicy:

@@ -13,7 +13,7 @@ from agentcell.errors import AdmissionError, SpecError
 from agentcell.policy import AdmittedSpec, AllOf, AnyOf, Finding, admit
 from agentcell.policy.admission import except_findings
 from agentcell.policy.presets import PRESETS, TenantPolicy, preset
-from agentcell.policy.view import CellView
+from agentcell.policy.view import CellView, view_of_spec
 from agentcell.spec.load import SpecDocument, load_text
 
 HOSTILE = """\
@@ -237,3 +237,38 @@ def test_tenant_requirement_is_carried_by_the_preset(
 def test_except_findings_leaves_unrelated_findings_alone() -> None:
     marked = except_findings([finding("AC-005"), finding("AC-007")], {"AC-007": "why not"})
     assert [f.excepted for f in marked] == [None, "why not"]
+
+
+def test_a_strict_tenant_refuses_runc_relaxed_seccomp_and_host_access(
+    spec_doc: Callable[..., SpecDocument],
+) -> None:
+    strict = preset("monitoring-agent", tenant=TenantPolicy.for_isolation("strict"))
+    doc = spec_doc(
+        {
+            "spec": {
+                "security": {"seccomp": "default"},
+                "host": {"pid": True, "mounts": [{"source": "/srv/logs", "target": "/logs"}]},
+                "exceptions": [
+                    {"rule": "AC-041", "reason": "trying to lower the tenant's level"},
+                    {"rule": "AC-035", "reason": "trying to lower the tenant's level"},
+                ],
+            }
+        }
+    )
+    with pytest.raises(AdmissionError) as refused:
+        admit(doc, strict)
+    text = refused.value.what
+    assert "requires runsc" in text
+    assert "seccomp is default, but its tenant's isolation level is strict" in text
+    assert "mounts host path /srv/logs" in text
+    assert "shares the host's PID namespace" in text
+    runsc = {"security": {"runtime": "runsc"}, "resources": {"pids": 256}}
+    assert admit(spec_doc({"spec": runsc}), strict)
+
+
+def test_a_standard_tenant_does_not_apply_the_strict_rule(
+    spec_doc: Callable[..., SpecDocument],
+) -> None:
+    standard = preset("restricted", tenant=TenantPolicy.for_isolation("standard"))
+    (verdict,) = [v for v in standard.verdicts(view_of_spec(spec_doc())) if v.rule.id == "AC-041"]
+    assert not verdict.applicable

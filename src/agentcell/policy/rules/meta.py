@@ -11,6 +11,7 @@ __all__ = [
     "POLICY_ADMITS_NOTHING",
     "REQUIRED_RUNTIME",
     "RULES",
+    "STRICT_ISOLATION",
     "UNKNOWN_EXCEPTION_ID",
     "requires_runtime",
     "unknown_exception_rule",
@@ -134,9 +135,68 @@ PINNED_UID = Rule(
 )
 
 
+def _strict_isolation(view: CellView) -> list[Violation]:
+    why = "its tenant's isolation level is strict"
+    found = []
+    if view.seccomp != "strict":
+        found.append(
+            Violation(
+                message=f"seccomp is {view.seccomp}, but {why} (the strict profile only)",
+                fact="seccomp",
+                fix="drop security.seccomp (strict is the default)",
+            )
+        )
+    for mount in view.host_mounts:
+        if not (mount.provided and mount.read_only):
+            found.append(
+                Violation(
+                    message=f"mounts host path {mount.host_path} at {mount.target}, but {why} "
+                    "(no host mounts)",
+                    fact="host_mounts",
+                    item=mount.field,
+                    fix="remove the host mount",
+                )
+            )
+    shared = [
+        name
+        for name, on in (
+            ("PID", view.host_pid),
+            ("network", view.host_network),
+            ("IPC", view.host_ipc),
+            ("UTS", view.host_uts),
+        )
+        if on
+    ]
+    if shared:
+        found.append(
+            Violation(
+                message=f"shares the host's {', '.join(shared)} namespace, but {why}",
+                fact="host_pid" if view.host_pid else "host_network",
+                fix="drop host.pid and host.network",
+            )
+        )
+    return found
+
+
+STRICT_ISOLATION = Rule(
+    id="AC-041",
+    severity="error",
+    title="Tenant isolation level strict not met",
+    rationale="A strict tenant runs untrusted code: every cell must be on gVisor with the "
+    "strict seccomp profile and see nothing of the host. The level is the tenant's, so no "
+    "spec can except it.",
+    remediation="Run the cell on runsc with seccomp strict and no host mounts or namespaces, "
+    "or put it in a standard tenant.",
+    security_severity=8.0,
+    check=_strict_isolation,
+    applies=_never,
+)
+
+
 # AC-036 is made by the catalogue, with every id (unknown_exception_rule).
 RULES: tuple[Rule, ...] = (
     POLICY_ADMITS_NOTHING,
     REQUIRED_RUNTIME,
     PINNED_UID,
+    STRICT_ISOLATION,
 )
