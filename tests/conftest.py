@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-TEST_LABEL = "org.agentcell.test"
+TEST_LABEL = "test.agentcell.made-by"  # not org.agentcell.*: only agentcell sets those
 
 
 _BEFORE: dict[str, set[str]] = {}

@@ -49,6 +49,10 @@ ca_app = typer.Typer(help="The control plane's certificate authority.", no_args_
 app.add_typer(ca_app, name="ca")
 cert_app = typer.Typer(help="Cell certificates: list and revoke.", no_args_is_help=True)
 app.add_typer(cert_app, name="cert")
+tenant_app = typer.Typer(
+    help="Tenants the control plane holds: list, show, delete.", no_args_is_help=True
+)
+app.add_typer(tenant_app, name="tenant")
 
 # The README's exit codes: a name that matches nothing is bad input, like a malformed one.
 _BAD_INPUT: tuple[type[Error], ...] = (CellNotFound,)
@@ -113,7 +117,7 @@ def up(
                     "image": launched.image.reference_by_digest,
                     "image_requested": launched.image.requested,
                     "image_trust": launched.image.trust,
-                    "warnings": list(launched.result.warnings),
+                    "warnings": list(launched.image.warnings),
                 }
                 for launched in launched_cells
             ),
@@ -327,7 +331,7 @@ def image_bootstrap(
 
 def _register_area_commands() -> None:
     """Commands that live in their area's module (each imports its heavy parts lazily)."""
-    from agentcell.cli import identity_cmds, policy_cmds, proof_cmds, trust_cmds
+    from agentcell.cli import identity_cmds, policy_cmds, proof_cmds, tenant_cmds, trust_cmds
 
     app.command("rules")(policy_cmds.rules_command)
     app.command("lint")(policy_cmds.lint_command)
@@ -349,6 +353,11 @@ def _register_area_commands() -> None:
     cert_app.command("revoke")(identity_cmds.cert_revoke)
     app.command("metrics")(identity_cmds.metrics)
     app.command("events")(identity_cmds.events)
+
+    app.command("apply")(tenant_cmds.apply_command)
+    tenant_app.command("list")(tenant_cmds.tenant_list)
+    tenant_app.command("show")(tenant_cmds.tenant_show)
+    tenant_app.command("delete")(tenant_cmds.tenant_delete)
 
 
 _register_area_commands()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = ["Cell", "UpResult"]
@@ -54,4 +54,3 @@ class UpResult:
 
     cell: Cell
     action: UpAction
-    warnings: tuple[str, ...] = field(default=())

@@ -30,7 +30,7 @@ from agentcell.runtime.docker.images import (
 pytestmark = pytest.mark.integration
 
 SHIPPED = ["monitor-agent", "sandbox"]
-TEST_LABEL = "org.agentcell.test"
+TEST_LABEL = "test.agentcell.made-by"  # not org.agentcell.*: only agentcell sets those
 
 
 class _Created(Protocol):

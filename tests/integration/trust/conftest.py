@@ -30,7 +30,7 @@ from agentcell.trust.registry import RegistryClient
 
 REGISTRY = "127.0.0.1:5000"
 BASE = "agentcell/base:bookworm"
-TEST_LABEL = "org.agentcell.test"
+TEST_LABEL = "test.agentcell.made-by"  # not org.agentcell.*: only agentcell sets those
 
 
 def _answers(host: str) -> bool:

@@ -115,7 +115,7 @@ def test_a_build_that_ships_a_shell_is_refused_unless_allowed(
     docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     (tmp_path / "Dockerfile").write_text(
-        "ARG BASE\nFROM ${BASE}\nLABEL org.agentcell.test=minimal\n"
+        "ARG BASE\nFROM ${BASE}\nLABEL test.agentcell.made-by=minimal\n"
     )
     reference = f"agentcell-test/minimal:{uuid.uuid4().hex[:12]}"
     try:

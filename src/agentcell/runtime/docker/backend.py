@@ -15,6 +15,22 @@ import docker
 from docker.models.containers import Container
 from docker.models.networks import Network
 
+from agentcell.cell.labels import (
+    LABEL_AGENT,
+    LABEL_APPLIED,
+    LABEL_EXCEPTIONS,
+    LABEL_IMAGE_REQUESTED,
+    LABEL_IMAGE_TRUST,
+    LABEL_MANAGED,
+    LABEL_SOURCE,
+    LABEL_SPEC,
+    LABEL_SPEC_HASH,
+    LABEL_TENANT,
+    LABEL_UID,
+    agentcell_labels,
+    trusted_labels,
+)
+from agentcell.cell.names import container_name, is_agentcell_network
 from agentcell.errors import (
     BackendError,
     CellConflict,
@@ -25,27 +41,12 @@ from agentcell.errors import (
 )
 from agentcell.policy.admission import AdmittedSpec
 from agentcell.runtime.cells import Cell, UpResult
+from agentcell.runtime.cgroups import TenantCgroup, TenantLimits
 from agentcell.runtime.docker.client import DEFAULT_API_VERSION, connect, translated
 from agentcell.runtime.docker.effective import cpu_limit
 from agentcell.runtime.docker.host import HostFacts
-from agentcell.runtime.docker.translate import (
-    LABEL_AGENT,
-    LABEL_EXCEPTIONS,
-    LABEL_IMAGE_REQUESTED,
-    LABEL_IMAGE_TRUST,
-    LABEL_MANAGED,
-    LABEL_SOURCE,
-    LABEL_SPEC_HASH,
-    LABEL_TENANT,
-    LABEL_UID,
-    BindMount,
-    ContainerSettings,
-    agentcell_labels,
-    container_name,
-    is_agentcell_network,
-    settings_for,
-    trusted_labels,
-)
+from agentcell.runtime.docker.registry import EngineImages, pull_if_missing
+from agentcell.runtime.docker.translate import BindMount, ContainerSettings, settings_for
 from agentcell.runtime.uids import allocation_lock, choose_uid, host_process_uids, uid_range
 
 __all__ = ["DockerBackend"]
@@ -96,6 +97,8 @@ class DockerBackend:
         extra_env: Mapping[str, str] | None = None,
         image_trust: str | None = None,
         uid: int | None = None,
+        tenant_limits: TenantLimits | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> UpResult:
         """Make the cell match the admitted spec: create it, leave it, start it or replace it.
 
@@ -103,6 +106,8 @@ class DockerBackend:
         :func:`~agentcell.runtime.docker.translate.settings_for`; without ``uid`` a cell whose
         spec pins none is allocated one here (:meth:`uid_allocation`). A cell is unchanged only
         when its spec hash, its uid and the image it runs (e.g. a pinned digest) are the same.
+        ``tenant_limits`` (the tenant's quota) are written into the tenant's cgroup parent
+        first; without them the parent is left as it is.
         A container found by the cell's name that belongs to another tenant or agent is never
         touched, and neither is one agentcell did not make.
 
@@ -112,14 +117,26 @@ class DockerBackend:
             ImageError: the image is not on this host.
             BackendError: the engine refused to create or start the cell.
         """
+        if tenant_limits is not None:
+            self.tenant_cgroup(admitted.doc.tenant).ensure(tenant_limits)
         if uid is None:
             # Also for a pinned uid: the allocation refuses one another tenant's cell holds.
             with self.uid_allocation([admitted]) as uids:
-                return self._up(admitted, image, extra_mounts, extra_env, image_trust, uids)
+                return self._up(admitted, image, extra_mounts, extra_env, image_trust, uids, labels)
         key = admitted.doc.document.key
         return self._up(
-            admitted, image, extra_mounts, extra_env, image_trust, {key: uid} if uid else {}
+            admitted,
+            image,
+            extra_mounts,
+            extra_env,
+            image_trust,
+            {key: uid} if uid else {},
+            labels,
         )
+
+    def tenant_cgroup(self, tenant: str) -> TenantCgroup:
+        """The cgroup parent of ``tenant``'s cells on this host."""
+        return TenantCgroup(tenant=tenant, version=self.facts.cgroup_version)
 
     def _up(
         self,
@@ -129,6 +146,7 @@ class DockerBackend:
         extra_env: Mapping[str, str] | None,
         image_trust: str | None,
         uids: Mapping[tuple[str, str], int],
+        labels: Mapping[str, str] | None = None,
     ) -> UpResult:
         tenant, name = admitted.doc.document.key
         settings = settings_for(
@@ -138,6 +156,7 @@ class DockerBackend:
             extra_env=extra_env,
             image_trust=image_trust,
             uid=uids.get((tenant, name)),
+            extra_labels=labels,
         )
         self.check_host(settings)
         where = admitted.doc.where("metadata", "name")
@@ -339,6 +358,8 @@ class DockerBackend:
         network = container.attrs["HostConfig"].get("NetworkMode", "")
         self._remove(container)
         self._prune_network(network)
+        if not self.cells(tenant=tenant):
+            self.tenant_cgroup(tenant).remove()
         return True
 
     def _owned(
@@ -387,6 +408,31 @@ class DockerBackend:
             if container.name != container_name(tenant, name) and self._trusted(container):
                 return container
         return None
+
+    def check_spec(self, admitted: AdmittedSpec) -> None:
+        """Refuse a spec this host cannot honour, before anything is created.
+
+        Raises:
+            HostError: see :meth:`check_host`.
+            SpecError: a seccomp profile file the spec names cannot be read.
+        """
+        self.check_host(settings_for(admitted))
+
+    def image_id(self, reference: str) -> str | None:
+        """The ID of the local image ``reference``, or None (image trust's ``LocalImages``).
+
+        Raises:
+            BackendError: the engine failed to answer.
+        """
+        return EngineImages(self.client).image_id(reference)
+
+    def pull_by_digest(self, reference: str) -> None:
+        """Make sure ``repo@sha256:...`` is on this host, pulling it by digest if not.
+
+        Raises:
+            TrustError, BackendError: the pull failed.
+        """
+        pull_if_missing(self.client, reference)
 
     def image_labels(self, reference: str) -> Mapping[str, str]:
         """The labels an image on this host carries.
@@ -538,6 +584,8 @@ class DockerBackend:
             memory_swap=int(host.get("MemorySwap") or 0),
             pids=int(host.get("PidsLimit") or 0),
             spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+            spec=labels.get(LABEL_SPEC, ""),
+            applied=labels.get(LABEL_APPLIED) == "true",
             source=labels.get(LABEL_SOURCE, ""),
             exceptions=exceptions,
             network=str(host.get("NetworkMode", "")),

@@ -20,12 +20,13 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib.resources import as_file, files
+from importlib.resources import as_file
 from pathlib import Path
 from typing import Any
 
 import docker
 
+from agentcell.cell.paths import asset
 from agentcell.errors import HostError, ImageError, ImageNotFound
 from agentcell.runtime.docker.client import translated
 
@@ -92,7 +93,7 @@ class BuiltImage:
 
 def image_names() -> list[str]:
     """Names of the images agentcell ships: the asset folders that hold a Dockerfile."""
-    root = files("agentcell") / "assets" / "images"
+    root = asset("images")
     return sorted(entry.name for entry in root.iterdir() if (entry / "Dockerfile").is_file())
 
 
@@ -146,9 +147,7 @@ def _build_minimal(
     Both are checked after the build: an image that holds a shell, package manager or
     compiler is refused and not kept.
     """
-    # Imported here: the agent package is the reference agent's own code, needed only to lay
-    # out its build context.
-    from agentcell.agent.image import IMAGE_NAME, build_context
+    from agentcell.runtime.docker.agent_image import IMAGE_NAME, build_context
     from agentcell.runtime.docker.minimal import PYTHON_RUNTIME, build, build_python_runtime
 
     reports = [build_python_runtime(client, base=base, progress=progress)]
@@ -259,7 +258,7 @@ def _build(
     """Build ``assets/images/<name>/`` FROM ``base`` and tag it; cached steps make reruns fast."""
     reference = image_reference(name)
     previous = _find(client, reference)
-    assets = files("agentcell") / "assets" / "images" / name
+    assets = asset("images", name)
     with as_file(assets) as context:
         log = run_build(
             client,

@@ -19,12 +19,13 @@ import tarfile
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from importlib.resources import as_file, files
+from importlib.resources import as_file
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 import docker
 
+from agentcell.cell.paths import asset
 from agentcell.errors import BackendError, ImageError, ImageNotFound
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.images import BASE_IMAGE, IMAGE_LABEL, IMAGE_VERSION, run_build
@@ -95,7 +96,7 @@ def build_python_runtime(
     Raises:
         ImageError: the build failed, or the result holds a shell, package manager or compiler.
     """
-    assets = files("agentcell") / "assets" / "minimal" / "python-runtime"
+    assets = asset("minimal", "python-runtime")
     with as_file(assets) as context:
         return build(
             client, PYTHON_RUNTIME, Path(context), base=base, name="python-runtime",

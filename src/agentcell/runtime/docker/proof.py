@@ -24,7 +24,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
@@ -33,21 +32,28 @@ import docker
 import pydantic
 from docker.models.containers import Container
 
-from agentcell.errors import BackendError, CellNotFound, Location, SpecError
-from agentcell.policy.view import AGENTCELL_CELL_DIR, agentcell_state_dirs, normalize_host_path
-from agentcell.runtime.docker.backend import DockerBackend
-from agentcell.runtime.docker.client import translated
-from agentcell.runtime.docker.images import BASE_IMAGE
-from agentcell.runtime.docker.translate import (
+from agentcell.cell.labels import (
     LABEL_AGENT,
     LABEL_MANAGED,
+    LABEL_PROBE,
     LABEL_SOURCE,
     LABEL_SPEC,
     LABEL_TENANT,
     LABEL_UID,
-    container_name,
     trusted_labels,
 )
+from agentcell.cell.names import container_name
+from agentcell.cell.paths import (
+    CELL_IDENTITY_DIR,
+    CELL_RUN_DIR,
+    agentcell_state_dirs,
+    asset,
+    normalize_host_path,
+)
+from agentcell.errors import BackendError, CellNotFound, Location, SpecError
+from agentcell.runtime.docker.backend import DockerBackend
+from agentcell.runtime.docker.client import translated
+from agentcell.runtime.docker.images import BASE_IMAGE
 from agentcell.runtime.uids import with_cell_ids
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import AgentDocument
@@ -61,10 +67,10 @@ from agentcell.verify.facts import (
 )
 from agentcell.verify.neighbours import CellExposure, neighbour_checks, read_host_processes
 from agentcell.verify.probe import Canary, CellState, ExecResult, Neighbour
+from agentcell.verify.tenancy import tenant_check
 
-__all__ = ["LABEL_PROBE", "DockerProbeHost", "DockerProof", "ProofSubject"]
+__all__ = ["DockerProbeHost", "DockerProof", "ProofSubject"]
 
-LABEL_PROBE = "org.agentcell.probe"
 CANARY_PORT = 8080
 CANARY_READY_S = 20.0
 SNAPSHOT_TIMEOUT_S = 30.0
@@ -173,6 +179,23 @@ class DockerProof:
 
     # -- what verify reads ----------------------------------------------------------------------
 
+    def tenant_checks(self, subject: ProofSubject, paths: HostPaths | None = None) -> list[Check]:
+        """Whether the cell sits in its tenant's cgroup parent, which holds the quota agentcell
+        wrote there (:mod:`agentcell.verify.tenancy`); nothing for a container that is not a
+        cell.
+
+        Raises:
+            BackendError: the engine does not answer.
+        """
+        container = subject.container
+        labels = trusted_labels(container.labels, _image_labels(container)) or {}
+        tenant = labels.get(LABEL_TENANT)
+        pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
+        if not tenant or not pid:
+            return []
+        expected = self.backend.tenant_cgroup(tenant).recorded()
+        return [tenant_check(tenant=tenant, pid=pid, expected=expected, paths=paths or HostPaths())]
+
     def neighbour_checks(
         self, subject: ProofSubject, paths: HostPaths | None = None
     ) -> list[Check]:
@@ -195,7 +218,7 @@ class DockerProof:
             own = [
                 str(m.get("Source"))
                 for m in binds
-                if str(m.get("Destination", "")).startswith(AGENTCELL_CELL_DIR + "/")
+                if str(m.get("Destination", "")).startswith(CELL_RUN_DIR + "/")
                 and (
                     str(m.get("Source", "")).endswith(f"/identity/{tenant}/{agent}")
                     or str(m.get("Source", "")).endswith("/controlplane")
@@ -322,7 +345,7 @@ class DockerProof:
     def _snapshot(self, container: Container) -> tuple[SandboxView | None, str | None]:
         """gVisor's view of the cell, read by ``assets/probe/snapshot.py`` inside it."""
         host = DockerProbeHost(self.client, container, backend=self.backend)
-        program = (resources.files("agentcell") / "assets" / "probe" / "snapshot.py").read_bytes()
+        program = asset("probe", "snapshot.py").read_bytes()
         outcome = host.run_program(program, [], timeout_s=SNAPSHOT_TIMEOUT_S)
         for line in outcome.stdout.splitlines():
             try:
@@ -626,7 +649,7 @@ class DockerProbeHost:
                         tmpfs={"/tmp": f"size=1m,mode=0700,uid={cell_uid},gid={cell_uid}"},
                         mounts=[
                             docker.types.Mount(
-                                target=f"{AGENTCELL_CELL_DIR}/identity",
+                                target=CELL_IDENTITY_DIR,
                                 source=str(identity),
                                 type="bind",
                                 read_only=True,
