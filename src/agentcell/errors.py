@@ -12,7 +12,7 @@ The whole tree, wherever a class is declared (a unit test holds this drawing to 
     Error                               (exit 1 unless a class below says otherwise)
     ├── SpecError                       a spec file cannot be read, parsed or validated  (exit 2)
     ├── AdmissionError                  policy refused a spec; carries every finding     (exit 2)
-    ├── InvalidInput                    cli.names: an argument or option names nothing   (exit 2)
+    ├── InvalidInput                    an argument or option names nothing              (exit 2)
     ├── HostError                       this host lacks something (runtime, tool, file)  (exit 3)
     │   ├── Unreachable                 a service agentcell needs does not answer        (exit 3)
     │   │   ├── EngineUnavailable       the Docker Engine                                (exit 3)
@@ -20,11 +20,11 @@ The whole tree, wherever a class is declared (a unit test holds this drawing to 
     │   │   └── RegistryUnavailable     an OCI registry                                  (exit 3)
     │   └── KernelReadError             verify.procfs: a kernel file cannot be read      (exit 3)
     ├── BackendError                    the engine refused or failed an operation        (exit 1)
-    │   ├── CellNotFound                no cell (or engine object) by that name          (exit 1)
+    │   ├── CellNotFound                no cell (or engine object) by that name          (exit 2)
     │   └── CellConflict                a name is taken by something agentcell does not
     │                                   own, or by another tenant's cell                 (exit 2)
     ├── ImageError                      an image cannot be built, pushed or used         (exit 1)
-    │   └── ImageNotFound               no such image on this host                       (exit 1)
+    │   └── ImageNotFound               no such image on this host                       (exit 2)
     ├── TrustError                      an image is unsigned, wrongly signed, tampered
     │                                   with, or its registry refused to answer          (exit 2)
     ├── IdentityError                   identity.errors: a CA, certificate, CSR or join
@@ -55,6 +55,7 @@ __all__ = [
     "HostError",
     "ImageError",
     "ImageNotFound",
+    "InvalidInput",
     "Location",
     "RegistryUnavailable",
     "SpecError",
@@ -133,6 +134,13 @@ class AdmissionError(Error):
     exit_code = 2
 
 
+class InvalidInput(Error):
+    """An argument or option cannot name anything (a malformed name, an unknown probe or
+    rule). Bad input: exit 2."""
+
+    exit_code = 2
+
+
 class HostError(Error):
     """This host lacks something agentcell needs (a runtime, a tool, a kernel feature)."""
 
@@ -172,7 +180,12 @@ class BackendError(Error):
 
 
 class CellNotFound(BackendError):
-    """No cell by that name exists (or the engine has no container, network or exec by it)."""
+    """No cell by that name exists (or the engine has no container, network or exec by it).
+
+    A name that matches nothing is bad input, like a malformed one (the README's contract).
+    """
+
+    exit_code = 2
 
 
 class CellConflict(BackendError):
@@ -189,7 +202,9 @@ class ImageError(Error):
 
 
 class ImageNotFound(ImageError):
-    """The engine holds no image by that reference."""
+    """The engine holds no image by that reference (bad input: the spec names nothing)."""
+
+    exit_code = 2
 
 
 class TrustError(Error):

@@ -25,7 +25,7 @@ from agentcell.cli.options import (
     spec_paths,
 )
 from agentcell.cli.output import print_json, wants_json
-from agentcell.errors import CellNotFound, Error
+from agentcell.errors import Error
 
 if TYPE_CHECKING:
     from agentcell.runtime.docker.backend import DockerBackend
@@ -53,10 +53,6 @@ tenant_app = typer.Typer(
     help="Tenants the control plane holds: list, show, delete.", no_args_is_help=True
 )
 app.add_typer(tenant_app, name="tenant")
-
-# The README's exit codes: a name that matches nothing is bad input, like a malformed one.
-_BAD_INPUT: tuple[type[Error], ...] = (CellNotFound,)
-EXIT_BAD_INPUT = 2
 
 
 def _err(message: str) -> None:
@@ -135,6 +131,15 @@ def up(
 def down(
     names: CellArgs = None,
     files: SpecFilesOptional = None,
+    timeout: Annotated[
+        int,
+        typer.Option(
+            "--timeout",
+            min=0,
+            max=3600,
+            help="Seconds to wait for a cell to stop before it is killed.",
+        ),
+    ] = 10,
     output: OutputOption = "text",
     json_alias: JsonAlias = False,
 ) -> None:
@@ -149,7 +154,9 @@ def down(
     for ref in names or []:
         cell = backend.find(ref)
         keys.append((cell.tenant, cell.agent))
-    removed = [(tenant, agent, backend.down(tenant, agent)) for tenant, agent in keys]
+    removed = [
+        (tenant, agent, backend.down(tenant, agent, timeout_s=timeout)) for tenant, agent in keys
+    ]
     if wants_json(output, json_alias):
         print_json(
             "DownResult",
@@ -369,4 +376,4 @@ def main() -> None:
         app()
     except Error as exc:
         _err(f"error: {exc.diagnostics()}")
-        sys.exit(EXIT_BAD_INPUT if isinstance(exc, _BAD_INPUT) else exc.exit_code)
+        sys.exit(exc.exit_code)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from agentcell.errors import Error
+from agentcell.errors import InvalidInput
 
 __all__ = [
     "InvalidInput",
@@ -34,12 +34,6 @@ TENANT_MAX = 12
 AGENT_MAX = 40
 CONTAINER_MAX = 255
 _CELL_FIX = "name a cell as TENANT/AGENT, AGENT or its container name; `agentcell ps` lists them"
-
-
-class InvalidInput(Error):
-    """An argument or option cannot name anything. Bad input: exit 2."""
-
-    exit_code = 2
 
 
 def _shown(text: str) -> str:

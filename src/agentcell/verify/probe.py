@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 import pydantic
 
 from agentcell.cell.paths import asset
-from agentcell.errors import BackendError, Error
+from agentcell.errors import BackendError, InvalidInput
 from agentcell.spec.model import AgentDocument
 from agentcell.spec.units import format_bytes
 from agentcell.verify.facts import HostPaths, read_cell_cgroup
@@ -253,7 +253,7 @@ def _selection(only: Sequence[str] | None) -> tuple[str, ...]:
         return ALL_PROBES
     unknown = sorted(set(only) - set(ALL_PROBES))
     if unknown:
-        raise Error(
+        raise InvalidInput(
             f"unknown probe {', '.join(unknown)}",
             fix=f"choose from: {', '.join(ALL_PROBES)}",
         )

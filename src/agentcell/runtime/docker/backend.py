@@ -343,7 +343,7 @@ class DockerBackend:
 
     # -- stopping ----------------------------------------------------------------------------
 
-    def down(self, tenant: str, name: str) -> bool:
+    def down(self, tenant: str, name: str, *, timeout_s: int = STOP_TIMEOUT_S) -> bool:
         """Stop and remove the cell; False when there was none.
 
         Raises:
@@ -356,7 +356,7 @@ class DockerBackend:
         if container is None:
             return False
         network = container.attrs["HostConfig"].get("NetworkMode", "")
-        self._remove(container)
+        self._remove(container, timeout_s=timeout_s)
         self._prune_network(network)
         if not self.cells(tenant=tenant):
             self.tenant_cgroup(tenant).remove()
@@ -456,11 +456,11 @@ class DockerBackend:
             self._image_labels[image_id] = labels
         return trusted_labels(container.labels, self._image_labels[image_id])
 
-    def _remove(self, container: Container) -> None:
+    def _remove(self, container: Container, *, timeout_s: int = STOP_TIMEOUT_S) -> None:
         name = container.name or container.id or "?"
         # Already stopped, or dying: remove(force) below ends it either way.
         with contextlib.suppress(BackendError), translated("stop", subject=name):
-            container.stop(timeout=STOP_TIMEOUT_S)
+            container.stop(timeout=timeout_s)
         with contextlib.suppress(CellNotFound), translated("remove", subject=name):
             container.remove(force=True)
 
