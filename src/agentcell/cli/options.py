@@ -38,9 +38,7 @@ __all__ = [
     "spec_paths",
 ]
 
-STDIN = Path("-")
-# The loader reads a path; stdin is one, as the kernel names it.
-_STDIN_PATH = Path("/dev/stdin")
+STDIN = Path("-")  # the spec loader reads it as standard input, named <stdin> in errors
 
 Output = Literal["text", "json"]
 OutputSarif = Literal["text", "json", "sarif"]
@@ -88,4 +86,4 @@ def spec_paths(paths: list[Path]) -> list[Path]:
             "-f - is given more than once; stdin holds one stream",
             fix="give -f - once; put several documents in it separated by ---",
         )
-    return [_STDIN_PATH if path == STDIN else path for path in paths]
+    return list(paths)

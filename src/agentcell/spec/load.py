@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import sys
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,7 +139,12 @@ def _load(paths: Iterable[str | Path], *, tenants_allowed: bool) -> SpecBundle:
     problems: list[SpecError] = []
     for file in _expand(paths, problems):
         try:
-            bundle = _load_text(read_spec_file(file), str(file), tenants_allowed=tenants_allowed)
+            if file == STDIN:
+                # Errors name <stdin>; relative paths in it are the working directory's.
+                text, name = _read_stdin(), STDIN_NAME
+            else:
+                text, name = read_spec_file(file), str(file)
+            bundle = _load_text(text, name, tenants_allowed=tenants_allowed)
         except SpecError as exc:
             problems.extend(exc.problems or (exc,))
             continue
@@ -164,7 +170,10 @@ def _load_text(text: str, file: str, *, tenants_allowed: bool) -> SpecBundle:
     agents: list[SpecDocument] = []
     tenants: list[TenantSpecDocument] = []
     problems: list[SpecError] = []
-    base_dir = str(Path(file).resolve().parent) if file != "<input>" else None
+    if file == STDIN_NAME:
+        base_dir: str | None = str(Path.cwd())
+    else:
+        base_dir = str(Path(file).resolve().parent) if file != "<input>" else None
     for data, lines, start in parse_yaml_documents(text, file):
         is_tenant = isinstance(data, dict) and data.get("kind") == "Tenant"
         if is_tenant and not tenants_allowed:
@@ -211,6 +220,9 @@ def _load_text(text: str, file: str, *, tenants_allowed: bool) -> SpecBundle:
 def _expand(paths: Iterable[str | Path], problems: list[SpecError]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
+        if path == STDIN:
+            yield path
+            continue
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
             if not found:
@@ -224,6 +236,30 @@ def _expand(paths: Iterable[str | Path], problems: list[SpecError]) -> Iterator[
             yield from found
         else:
             yield path
+
+
+STDIN = Path("-")
+"""A path of ``-`` reads the documents from standard input."""
+STDIN_NAME = "<stdin>"
+
+
+def _read_stdin() -> str:
+    raw = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    where = Location(file=STDIN_NAME)
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(
+            f"standard input is larger than {MAX_FILE_BYTES // 1024} KiB; specs are small",
+            where=where,
+            fix="split it into several files",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"standard input is not UTF-8 text (bad byte at offset {exc.start})",
+            where=where,
+            fix="send UTF-8 text",
+        ) from exc
 
 
 def read_spec_file(file: Path) -> str:
