@@ -160,5 +160,5 @@ def test_a_bad_spec_on_stdin_is_located() -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "stdin:4: spec.resources.memroy" in result.stderr
+    assert "<stdin>:4: spec.resources.memroy" in result.stderr
     assert "Traceback" not in result.stderr
