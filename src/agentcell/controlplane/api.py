@@ -11,18 +11,19 @@ handles without a date parser.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    JsonValue,
     StringConstraints,
-    field_validator,
+    ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from agentcell.spec.tenant import TenantDocument
 
 __all__ = [
     "AgentEvent",
@@ -49,7 +50,12 @@ __all__ = [
     "RevokeRequest",
     "RevokeResponse",
     "TenantConfig",
-    "TenantConfigRequest",
+    "TenantDeleted",
+    "TenantList",
+    "TenantPutRequest",
+    "TenantRecord",
+    "TenantVersion",
+    "TenantVersionList",
 ]
 
 MAX_BATCH = 1000
@@ -160,11 +166,15 @@ class ReportAck(_Body):
 
 
 class TenantConfig(_Body):
-    """A tenant's configuration as its agents read it."""
+    """A tenant's configuration as its agents read it: its Tenant document's ``spec.config``.
+
+    ``version`` is the tenant version at which that config last changed (0 before the tenant
+    had a document), so it moves exactly when what the agents read changes.
+    """
 
     tenant: str
     version: int
-    config: dict[str, JsonValue]
+    config: dict[str, str]
 
 
 class CellView(_Body):
@@ -284,28 +294,95 @@ class EventList(_Body):
     events: list[EventView]
 
 
-class TenantConfigRequest(_Body):
-    """A tenant's whole new configuration."""
+class TenantPutRequest(_Body):
+    """A tenant's whole new document, and who is changing it (kept in its history)."""
 
-    config: dict[str, JsonValue] = Field(max_length=256)
+    document: TenantDocument = Field(description="The Tenant document; keys given as pem.")
+    changed_by: str = Field(min_length=1, max_length=200, description="Who makes the change.")
 
-    @field_validator("config")
-    @classmethod
-    def _finite_numbers(cls, config: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        # JsonValue takes NaN and Infinity as they come; agents' JSON parsers would not.
-        if not _finite(config):
-            raise ValueError("the configuration holds a number that is not finite")
-        return config
+    def check_for(self, tenant: str) -> None:
+        """Refuse a document the stored state cannot hold for ``tenant``.
+
+        The path names the tenant, so the document must too; key files are relative to the
+        YAML the client read, which the server never sees, so keys arrive as ``pem``.
+
+        Raises:
+            pydantic.ValidationError: located at the offending field of the body.
+        """
+        problems: list[InitErrorDetails] = []
+        if self.document.metadata.name != tenant:
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "tenant_mismatch",
+                        "the document names tenant {named} but the path names {tenant}",
+                        {"named": self.document.metadata.name, "tenant": tenant},
+                    ),
+                    loc=("document", "metadata", "name"),
+                    input=self.document.metadata.name,
+                )
+            )
+        for index, key in enumerate(self.document.spec.trust.keys):
+            if key.path is not None:
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "key_path",
+                            "key {name} is given as a path; send its contents as pem",
+                            {"name": key.name},
+                        ),
+                        loc=("document", "spec", "trust", "keys", index, "path"),
+                        input=key.path,
+                    )
+                )
+        if problems:
+            raise ValidationError.from_exception_data("TenantPutRequest", problems)
 
 
-def _finite(value: JsonValue) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(item) for item in value.values())
-    if isinstance(value, list):
-        return all(_finite(item) for item in value)
-    return True
+class TenantRecord(_Body):
+    """A tenant's current document and its version."""
+
+    name: str
+    version: int = Field(description="Increases with every change, deletions included.")
+    config_version: int = Field(description="The version at which spec.config last changed.")
+    document: TenantDocument
+    updated_at: float
+    updated_by: str
+    changed: bool = Field(
+        default=False, description="Whether this request made a new version (PUT only)."
+    )
+
+
+class TenantList(_Body):
+    """Every tenant with a current document, by name."""
+
+    tenants: list[TenantRecord]
+
+
+class TenantVersion(_Body):
+    """One change of a tenant: the document it left, or none for a deletion."""
+
+    name: str
+    version: int
+    change: Literal["put", "delete"]
+    document: TenantDocument | None
+    config_version: int
+    at: float
+    by: str
+
+
+class TenantVersionList(_Body):
+    """A tenant's history, oldest first; kept after the tenant is deleted."""
+
+    name: str
+    versions: list[TenantVersion]
+
+
+class TenantDeleted(_Body):
+    """A tenant removed; its history keeps the deletion as ``version``."""
+
+    name: str
+    version: int
 
 
 class ErrorBody(_Body):

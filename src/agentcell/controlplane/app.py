@@ -85,7 +85,7 @@ class Route:
     checked by the handler's service call rather than by the middleware).
     """
 
-    method: Literal["GET", "POST", "PUT"]
+    method: Literal["GET", "POST", "PUT", "DELETE"]
     path: str
     handler: str
     audience: Audience
@@ -100,6 +100,7 @@ class Route:
 _TENANT_Q = QueryParam("tenant", "Only this tenant.")
 _AGENT_Q = QueryParam("agent", "Only this agent.")
 _LIMIT_Q = QueryParam("limit", "How many items (per agent for metrics).", "integer")
+_CHANGED_BY_Q = QueryParam("changed_by", "Who makes the change (kept in the history).")
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/agent/enrol", "enrol", "public",
@@ -133,10 +134,19 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/admin/events", "admin_events", "admin",
           "Recent events from agents and the control plane.", None, api.EventList,
           (_TENANT_Q, _AGENT_Q, _LIMIT_Q)),
-    Route("GET", "/v1/admin/tenants/{tenant}/config", "admin_get_config", "admin",
-          "Read a tenant's configuration.", None, api.TenantConfig),
-    Route("PUT", "/v1/admin/tenants/{tenant}/config", "admin_put_config", "admin",
-          "Replace a tenant's configuration.", api.TenantConfigRequest, api.TenantConfig),
+    Route("GET", "/v1/admin/tenants", "admin_tenants", "admin",
+          "List tenants with their current documents.", None, api.TenantList),
+    Route("PUT", "/v1/admin/tenants/{tenant}", "admin_put_tenant", "admin",
+          "Create or replace a tenant's document (a new version unless it is unchanged).",
+          api.TenantPutRequest, api.TenantRecord),
+    Route("GET", "/v1/admin/tenants/{tenant}", "admin_tenant", "admin",
+          "Read a tenant's current document.", None, api.TenantRecord),
+    Route("DELETE", "/v1/admin/tenants/{tenant}", "admin_delete_tenant", "admin",
+          "Delete a tenant's document; its history is kept and records the deletion.",
+          None, api.TenantDeleted, (_CHANGED_BY_Q,)),
+    Route("GET", "/v1/admin/tenants/{tenant}/versions", "admin_tenant_versions", "admin",
+          "Every version of a tenant's document, with who changed it and when.",
+          None, api.TenantVersionList),
     Route("GET", "/metrics", "prometheus", "admin",
           "Prometheus metrics (text exposition format).", content_type=CONTENT_TYPE),
     Route("GET", "/openapi.json", "openapi", "public", "This document."),
@@ -165,8 +175,11 @@ class HTTPProblem(Exception):
 
 
 def _json(model: pydantic.BaseModel, status: int = 200) -> web.Response:
+    # By alias: a Tenant document answers with the field names its YAML uses (apiVersion).
     return web.Response(
-        body=model.model_dump_json().encode(), status=status, content_type="application/json"
+        body=model.model_dump_json(by_alias=True).encode(),
+        status=status,
+        content_type="application/json",
     )
 
 
@@ -204,6 +217,32 @@ def _label_param(request: web.Request, name: str) -> str | None:
     if not _LABEL.match(value) or len(value) > 40:
         raise HTTPProblem(400, f"{name} {value!r} is not a DNS label", reason="bad_parameter")
     return value
+
+
+def _tenant_in_path(request: web.Request) -> str:
+    """The ``{tenant}`` of the path, a tenant name (a DNS label of at most 12 characters).
+
+    Raises:
+        HTTPProblem: 400 when it is not one.
+    """
+    value = request.match_info["tenant"]
+    if not _LABEL.match(value) or len(value) > 12:
+        raise HTTPProblem(
+            400,
+            f"tenant {value!r} is not a tenant name",
+            reason="bad_parameter",
+            fix="tenant names are DNS labels of at most 12 characters (a-z, 0-9, '-')",
+        )
+    return value
+
+
+def _no_tenant(tenant: str) -> HTTPProblem:
+    return HTTPProblem(
+        404,
+        f"no tenant {tenant}",
+        reason="not_found",
+        fix=f"create it with PUT /v1/admin/tenants/{tenant}",
+    )
 
 
 def _limit(request: web.Request, default: int) -> int:
@@ -500,14 +539,33 @@ class Handlers:
             await self._read(lambda: self.service.events(tenant=tenant, agent=agent, limit=limit))
         )
 
-    async def admin_get_config(self, request: web.Request) -> web.Response:
-        tenant = _label_param(request, "tenant") or ""
-        return _json(await self._read(lambda: self.service.tenant_config(tenant)))
+    async def admin_tenants(self, request: web.Request) -> web.Response:
+        return _json(await self._read(self.service.tenants))
 
-    async def admin_put_config(self, request: web.Request) -> web.Response:
-        tenant = _label_param(request, "tenant") or ""
-        body = api.TenantConfigRequest.model_validate_json(await self._body(request))
-        return _json(await self._write(lambda: self.service.set_tenant_config(tenant, body)))
+    async def admin_put_tenant(self, request: web.Request) -> web.Response:
+        tenant = _tenant_in_path(request)
+        body = api.TenantPutRequest.model_validate_json(await self._body(request))
+        body.check_for(tenant)
+        return _json(await self._write(lambda: self.service.put_tenant(body)))
+
+    async def admin_tenant(self, request: web.Request) -> web.Response:
+        tenant = _tenant_in_path(request)
+        found = await self._read(lambda: self.service.tenant(tenant))
+        if found is None:
+            raise _no_tenant(tenant)
+        return _json(found)
+
+    async def admin_delete_tenant(self, request: web.Request) -> web.Response:
+        tenant = _tenant_in_path(request)
+        by = request.query.get("changed_by", "").strip()[:200] or "admin"
+        deleted = await self._write(lambda: self.service.delete_tenant(tenant, by=by))
+        if deleted is None:
+            raise _no_tenant(tenant)
+        return _json(deleted)
+
+    async def admin_tenant_versions(self, request: web.Request) -> web.Response:
+        tenant = _tenant_in_path(request)
+        return _json(await self._read(lambda: self.service.tenant_versions(tenant)))
 
     async def prometheus(self, request: web.Request) -> web.Response:
         text = await self._read(self.service.metrics_text)

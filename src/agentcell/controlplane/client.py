@@ -11,6 +11,7 @@ import http.client
 import json
 import ssl
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import pydantic
@@ -82,7 +83,11 @@ class AdminClient:
             ControlPlaneUnavailable: no connection or TLS failure.
             ControlPlaneError: an error status, or a body that does not parse.
         """
-        payload = body.model_dump_json(exclude_none=True).encode() if body is not None else None
+        payload = (
+            body.model_dump_json(exclude_none=True, by_alias=True).encode()
+            if body is not None
+            else None
+        )
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if payload is not None:
             headers["Content-Type"] = "application/json"
@@ -151,6 +156,69 @@ class AdminClient:
         """Recent events."""
         path = _path("/v1/admin/events", tenant=tenant, agent=agent, limit=limit)
         return self.request("GET", path, api.EventList)
+
+    # -- tenants -----------------------------------------------------------------------------
+
+    def put_tenant(self, document: Mapping[str, Any], *, changed_by: str) -> api.TenantRecord:
+        """Make ``document`` (a Tenant document as JSON, keys given as ``pem``) its tenant's
+        current one; the stored record, whose ``changed`` says whether a version was made.
+
+        Raises:
+            ControlPlaneError: the document is not a valid Tenant document (checked here
+                first, naming the field; the server checks again), or the server refused it.
+            ControlPlaneUnavailable: no connection.
+        """
+        try:
+            body = api.TenantPutRequest.model_validate(
+                {"document": dict(document), "changed_by": changed_by}
+            )
+            name = body.document.metadata.name
+            body.check_for(name)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ControlPlaneError(
+                f"not a Tenant document the control plane can store: {where}: {first['msg']}",
+                status=422,
+                reason="invalid_body",
+                fix="load it with agentcell.spec and give each key's contents as pem",
+            ) from exc
+        return self.request("PUT", f"/v1/admin/tenants/{name}", api.TenantRecord, body)
+
+    def tenant(self, name: str) -> api.TenantRecord | None:
+        """The tenant's current document, or ``None`` when it has none."""
+        try:
+            return self.request("GET", _tenant_path(name), api.TenantRecord)
+        except ControlPlaneError as exc:
+            if exc.status == 404 and exc.reason == "not_found":
+                return None
+            raise
+
+    def tenants(self) -> list[api.TenantRecord]:
+        """Every tenant with a current document, by name."""
+        return self.request("GET", "/v1/admin/tenants", api.TenantList).tenants
+
+    def delete_tenant(self, name: str, *, changed_by: str | None = None) -> bool:
+        """Delete the tenant's document (its history stays); whether it had one."""
+        path = _path(_tenant_path(name), changed_by=changed_by)
+        try:
+            self.request("DELETE", path, api.TenantDeleted)
+        except ControlPlaneError as exc:
+            if exc.status == 404 and exc.reason == "not_found":
+                return False
+            raise
+        return True
+
+    def tenant_versions(self, name: str) -> list[api.TenantVersion]:
+        """Every version of the tenant, oldest first; deletions have ``document`` None."""
+        path = f"{_tenant_path(name)}/versions"
+        return self.request("GET", path, api.TenantVersionList).versions
+
+
+def _tenant_path(name: str) -> str:
+    # Quoted, so a name that is no tenant name reaches the server (and its 400) unchanged
+    # rather than becoming another path.
+    return f"/v1/admin/tenants/{urllib.parse.quote(name, safe='')}"
 
 
 def _path(base: str, **query: Any) -> str:

@@ -25,12 +25,19 @@ from typing import NoReturn
 from agentcell.controlplane import api
 from agentcell.controlplane.limits import RefusalDigest
 from agentcell.controlplane.settings import ServerSettings
-from agentcell.controlplane.store import CertificateRecord, EventRow, Store, TokenRow
+from agentcell.controlplane.store import (
+    CertificateRecord,
+    EventRow,
+    Store,
+    TenantRow,
+    TokenRow,
+)
 from agentcell.controlplane.telemetry import Telemetry
 from agentcell.identity.ca import CertificateAuthority, IssuedCertificate, check_request
 from agentcell.identity.errors import EnrolmentRefused
 from agentcell.identity.spiffe import SpiffeId
 from agentcell.identity.tokens import TokenRecord, hash_token, judge_token, new_token
+from agentcell.spec.tenant import TenantDocument
 
 __all__ = ["Caller", "ControlPlane"]
 
@@ -371,14 +378,71 @@ class ControlPlane:
         return api.HeartbeatResponse(server_time=now, config_version=version)
 
     def tenant_config(self, tenant: str) -> api.TenantConfig:
-        """The configuration of ``tenant`` (the caller's own, for agents)."""
+        """The configuration of ``tenant`` (the caller's own, for agents): its current
+        document's ``spec.config``."""
         config, version = self.store.config(tenant)
         return api.TenantConfig(tenant=tenant, version=version, config=config)
 
-    def set_tenant_config(self, tenant: str, request: api.TenantConfigRequest) -> api.TenantConfig:
-        """Replace a tenant's configuration."""
-        version = self.store.set_config(tenant, request.config, now=self.clock())
-        return api.TenantConfig(tenant=tenant, version=version, config=request.config)
+    # -- tenants -----------------------------------------------------------------------------
+
+    def put_tenant(self, request: api.TenantPutRequest) -> api.TenantRecord:
+        """Make ``request.document`` its tenant's current document (a new version unless it
+        equals the current one)."""
+        now = self.clock()
+        name = request.document.metadata.name
+        row, changed = self.store.put_tenant(
+            name,
+            request.document.model_dump(mode="json", by_alias=True),
+            by=request.changed_by,
+            now=now,
+        )
+        if changed:
+            self._note(
+                name,
+                "",
+                "tenant.updated",
+                f"tenant {name} version {row.version} by {request.changed_by}",
+                at=now,
+            )
+        return _tenant_record(row, changed=changed)
+
+    def tenant(self, name: str) -> api.TenantRecord | None:
+        """The tenant's current document, or ``None``."""
+        row = self.store.tenant(name)
+        return None if row is None else _tenant_record(row)
+
+    def tenants(self) -> api.TenantList:
+        """Every tenant with a current document."""
+        return api.TenantList(tenants=[_tenant_record(row) for row in self.store.tenants()])
+
+    def delete_tenant(self, name: str, *, by: str) -> api.TenantDeleted | None:
+        """Remove the tenant's document (its history stays); ``None`` when it had none."""
+        now = self.clock()
+        version = self.store.delete_tenant(name, by=by, now=now)
+        if version is None:
+            return None
+        self._note(name, "", "tenant.deleted", f"tenant {name} deleted by {by}", at=now)
+        return api.TenantDeleted(name=name, version=version)
+
+    def tenant_versions(self, name: str) -> api.TenantVersionList:
+        """The tenant's history, oldest first."""
+        return api.TenantVersionList(
+            name=name,
+            versions=[
+                api.TenantVersion(
+                    name=row.name,
+                    version=row.version,
+                    change="delete" if row.document is None else "put",
+                    document=None
+                    if row.document is None
+                    else TenantDocument.model_validate(row.document),
+                    config_version=row.config_version,
+                    at=row.at,
+                    by=row.by,
+                )
+                for row in self.store.tenant_versions(name)
+            ],
+        )
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -445,3 +509,15 @@ class ControlPlane:
             up_since=now - self.settings.agents_up_window.total_seconds(),
             now=now,
         )
+
+
+def _tenant_record(row: TenantRow, *, changed: bool = False) -> api.TenantRecord:
+    return api.TenantRecord(
+        name=row.name,
+        version=row.version,
+        config_version=row.config_version,
+        document=TenantDocument.model_validate(row.document),
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+        changed=changed,
+    )

@@ -33,6 +33,8 @@ __all__ = [
     "MetricRow",
     "StorageError",
     "Store",
+    "TenantRow",
+    "TenantVersionRow",
     "TokenRow",
 ]
 
@@ -105,13 +107,30 @@ events = sa.Table(
     sa.Index("events_tenant_at", "tenant", "at"),
 )
 
-tenant_config = sa.Table(
-    "tenant_config",
+# A tenant's current document. ``config_version`` is the tenant version at which the config
+# agents read last changed, so a quota edit does not make every agent reload its config.
+tenants = sa.Table(
+    "tenants",
     metadata,
-    sa.Column("tenant", sa.String(64), primary_key=True),
-    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("document", sa.Text, nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("config_version", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+# Every change of every tenant, deletions included (``document`` NULL); rows outlive the
+# tenant, so a tenant made again continues its version numbers rather than reusing them.
+tenant_versions = sa.Table(
+    "tenant_versions",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("document", sa.Text, nullable=True),
+    sa.Column("config_version", sa.BigInteger, nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("by", sa.String(200), nullable=False),
 )
 
 
@@ -178,6 +197,30 @@ class CertificateRecord:
     issued_at: float
     revoked_at: float | None
     revoke_reason: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantRow:
+    """A tenant's current document (as JSON) and who changed it last."""
+
+    name: str
+    document: Mapping[str, Any]
+    version: int
+    config_version: int
+    updated_at: float
+    updated_by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantVersionRow:
+    """One change of a tenant: the document it left, or ``None`` for a deletion."""
+
+    name: str
+    version: int
+    document: Mapping[str, Any] | None
+    config_version: int
+    at: float
+    by: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -608,42 +651,164 @@ class Store:
             if row.at is not None and math.isfinite(row.at)  # as for metrics: unreadable
         ]
 
-    # -- tenant configuration ----------------------------------------------------------------
+    # -- tenants -----------------------------------------------------------------------------
 
-    def set_config(self, tenant: str, config: Mapping[str, Any], *, now: float) -> int:
-        """Replace a tenant's configuration; its new version number."""
-        text = json.dumps(dict(config), sort_keys=True)
-        with self._begin("store a tenant configuration") as conn:
-            current = conn.execute(
-                sa.select(tenant_config.c.version).where(tenant_config.c.tenant == tenant)
-            ).scalar_one_or_none()
-            version = (current or 0) + 1
+    def put_tenant(
+        self, name: str, document: Mapping[str, Any], *, by: str, now: float
+    ) -> tuple[TenantRow, bool]:
+        """Make ``document`` the tenant's current one; the row and whether anything changed.
+
+        A document equal to the current one (as canonical JSON) makes no new version. Otherwise
+        the version is one more than the tenant's last in its history (deletions count), and
+        the config version moves to it only when ``spec.config`` changed.
+        """
+        text = _canonical(document)
+        with self._begin("store a tenant") as conn:
+            current = conn.execute(sa.select(tenants).where(tenants.c.name == name)).first()
+            if current is not None and current.document == text:
+                return _tenant_row(current), False
+            last = conn.execute(
+                sa.select(tenant_versions.c.version, tenant_versions.c.config_version)
+                .where(tenant_versions.c.name == name)
+                .order_by(tenant_versions.c.version.desc())
+                .limit(1)
+            ).first()
+            version = (int(last.version) if last is not None else 0) + 1
+            previous_config = _config_of(_loads(current.document)) if current is not None else {}
+            previous_config_version = int(last.config_version) if last is not None else 0
+            config_version = (
+                previous_config_version if _config_of(document) == previous_config else version
+            )
+            values = {
+                "document": text,
+                "version": version,
+                "config_version": config_version,
+                "updated_at": now,
+                "updated_by": by,
+            }
             conn.execute(
-                self._insert(tenant_config)
-                .values(tenant=tenant, config=text, version=version, updated_at=now)
-                .on_conflict_do_update(
-                    index_elements=["tenant"],
-                    set_={"config": text, "version": version, "updated_at": now},
+                self._insert(tenants)
+                .values(name=name, **values)
+                .on_conflict_do_update(index_elements=["name"], set_=values)
+            )
+            conn.execute(
+                tenant_versions.insert().values(
+                    name=name,
+                    version=version,
+                    document=text,
+                    config_version=config_version,
+                    at=now,
+                    by=by,
+                )
+            )
+            row = conn.execute(sa.select(tenants).where(tenants.c.name == name)).one()
+        return _tenant_row(row), True
+
+    def tenant(self, name: str) -> TenantRow | None:
+        """The tenant's current document, or ``None`` when there is none."""
+        with self._begin("read a tenant") as conn:
+            row = conn.execute(sa.select(tenants).where(tenants.c.name == name)).first()
+        return None if row is None else _tenant_row(row)
+
+    def tenants(self) -> list[TenantRow]:
+        """Every tenant with a current document, by name."""
+        with self._begin("list tenants") as conn:
+            rows = conn.execute(sa.select(tenants).order_by(tenants.c.name)).all()
+        return [_tenant_row(row) for row in rows]
+
+    def delete_tenant(self, name: str, *, by: str, now: float) -> int | None:
+        """Remove the tenant's current document and record the deletion as a version of its
+        own; that version, or ``None`` when the tenant had no document."""
+        with self._begin("delete a tenant") as conn:
+            current = conn.execute(sa.select(tenants).where(tenants.c.name == name)).first()
+            if current is None:
+                return None
+            version = int(current.version) + 1
+            # Its agents now read an empty config: a change only if there was one.
+            config_version = (
+                version if _config_of(_loads(current.document)) else int(current.config_version)
+            )
+            conn.execute(tenants.delete().where(tenants.c.name == name))
+            conn.execute(
+                tenant_versions.insert().values(
+                    name=name,
+                    version=version,
+                    document=None,
+                    config_version=config_version,
+                    at=now,
+                    by=by,
                 )
             )
         return version
 
-    def config(self, tenant: str) -> tuple[dict[str, Any], int]:
-        """A tenant's configuration and version ({} and 0 when none was set)."""
+    def tenant_versions(self, name: str) -> list[TenantVersionRow]:
+        """Every change of the tenant, oldest first (kept after it is deleted)."""
+        with self._begin("read a tenant's history") as conn:
+            rows = conn.execute(
+                sa.select(tenant_versions)
+                .where(tenant_versions.c.name == name)
+                .order_by(tenant_versions.c.version)
+            ).all()
+        return [
+            TenantVersionRow(
+                name=row.name,
+                version=int(row.version),
+                document=None if row.document is None else _loads(row.document),
+                config_version=int(row.config_version),
+                at=float(row.at),
+                by=row.by,
+            )
+            for row in rows
+        ]
+
+    def config(self, tenant: str) -> tuple[dict[str, str], int]:
+        """The config the tenant's agents read (its document's ``spec.config``) and its
+        version: ``{}`` and the last config version when the tenant has no document (0 if it
+        never had one)."""
         with self._begin("read a tenant configuration") as conn:
             row = conn.execute(
-                sa.select(tenant_config.c.config, tenant_config.c.version).where(
-                    tenant_config.c.tenant == tenant
+                sa.select(tenants.c.document, tenants.c.config_version).where(
+                    tenants.c.name == tenant
                 )
             ).first()
-        if row is None:
-            return {}, 0
-        loaded = json.loads(row.config)
-        return (loaded if isinstance(loaded, dict) else {}), int(row.version)
+            if row is not None:
+                return _config_of(_loads(row.document)), int(row.config_version)
+            last = conn.execute(
+                sa.select(tenant_versions.c.config_version)
+                .where(tenant_versions.c.name == tenant)
+                .order_by(tenant_versions.c.version.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        return {}, int(last or 0)
+
+
+def _canonical(document: Mapping[str, Any]) -> str:
+    """One text per document, so equal documents compare equal as stored."""
+    return json.dumps(dict(document), sort_keys=True, separators=(",", ":"))
+
+
+def _config_of(document: Mapping[str, Any]) -> dict[str, str]:
+    """``spec.config`` of a stored document; anything but strings is not config."""
+    spec = document.get("spec")
+    config = spec.get("config") if isinstance(spec, Mapping) else None
+    if not isinstance(config, Mapping):
+        return {}
+    return {str(key): value for key, value in config.items() if isinstance(value, str)}
+
+
+def _tenant_row(row: Any) -> TenantRow:
+    return TenantRow(
+        name=row.name,
+        document=_loads(row.document),
+        version=int(row.version),
+        config_version=int(row.config_version),
+        updated_at=float(row.updated_at),
+        updated_by=row.updated_by,
+    )
 
 
 def _loads(text: str) -> dict[str, Any]:
-    """A stored metrics object; an unreadable or non-object one reads as empty."""
+    """A stored JSON object; an unreadable or non-object one reads as empty."""
     try:
         loaded = json.loads(text)
     except ValueError:

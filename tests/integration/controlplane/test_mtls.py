@@ -158,14 +158,15 @@ def test_token_for_tenant_a_cannot_enrol_into_tenant_b(control_plane: ControlPla
 
 
 def test_tenant_a_cannot_read_tenant_b(control_plane: ControlPlane) -> None:
-    from agentcell.controlplane.api import TenantConfig, TenantConfigRequest
-
     for tenant in ("tenant-a", "tenant-b"):
-        control_plane.admin.request(
-            "PUT",
-            f"/v1/admin/tenants/{tenant}/config",
-            TenantConfig,
-            TenantConfigRequest(config={"owner": tenant}),
+        control_plane.admin.put_tenant(
+            {
+                "apiVersion": "agentcell/v1",
+                "kind": "Tenant",
+                "metadata": {"name": tenant},
+                "spec": {"config": {"owner": tenant}},
+            },
+            changed_by="test",
         )
     alice = control_plane.enrol("tenant-a", "probe")
     control_plane.enrol("tenant-b", "secret-agent")

@@ -25,8 +25,14 @@ def _path(route: Route) -> str:
     return route.path.replace("{name}", "load.1m").replace("{tenant}", "acme")
 
 
+TENANT = {"apiVersion": "agentcell/v1", "kind": "Tenant", "metadata": {"name": "acme"}}
+
+
 def _body(route: Route) -> object:
-    return {} if route.method in ("POST", "PUT") else None
+    if route.path == "/v1/admin/tenants/{tenant}" and route.method == "PUT":
+        # A body the route would accept, so only the credentials are wrong.
+        return {"document": {**TENANT, "spec": {"config": {"k": "changed"}}}, "changed_by": "x"}
+    return {} if route.method in ("POST", "PUT") else None  # DELETE and GET carry none
 
 
 def test_the_running_server_documents_the_same_routes_and_audiences(
@@ -39,13 +45,14 @@ def test_the_running_server_documents_the_same_routes_and_audiences(
         for method, operation in operations.items()
     }
     assert documented == {(route.method, route.path, route.audience) for route in ROUTES}
-    assert len(ADMIN) == 9 and len(AGENT) == 5
+    assert len(ADMIN) == 12 and len(AGENT) == 5
 
 
 def test_every_admin_route_refuses_callers_without_the_admin_token(
     control_plane: ControlPlane,
 ) -> None:
     agent = control_plane.enrol("acme", "probe")
+    control_plane.admin.put_tenant(TENANT, changed_by="setup")
     token = {"Authorization": f"Bearer {control_plane.admin.token}"}
     wrong = {"Authorization": "Bearer not-the-token"}
     refused: dict[str, list[tuple[str, int, str]]] = {}
@@ -74,6 +81,7 @@ def test_every_admin_route_refuses_callers_without_the_admin_token(
     # The refusals came before any work: nothing was issued, revoked or changed.
     certificates = control_plane.admin.certificates().certificates
     assert [(c.serial, c.revoked_at) for c in certificates] == [(agent.serial, None)]
+    assert [v.by for v in control_plane.admin.tenant_versions("acme")] == ["setup"]
 
 
 @pytest.mark.parametrize("via", ["tcp", "unix"])

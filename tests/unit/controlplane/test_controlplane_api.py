@@ -135,10 +135,58 @@ def test_report_sequences_stay_below_2_to_the_53(sequence: int) -> None:
     assert accepted.reports[0].sequence == 2**53 - 1
 
 
-def test_tenant_configuration_refuses_numbers_that_are_not_finite() -> None:
-    with pytest.raises(pydantic.ValidationError, match="not finite"):
-        api.TenantConfigRequest.model_validate_json('{"config": {"a": [1, {"b": NaN}]}}')
-    api.TenantConfigRequest.model_validate_json('{"config": {"a": [1, {"b": 2.5}]}}')
+def _tenant_body(**spec: object) -> dict[str, object]:
+    document = {"apiVersion": "agentcell/v1", "kind": "Tenant", "metadata": {"name": "acme"}}
+    return {"document": {**document, "spec": spec}, "changed_by": "alice"}
+
+
+def _located(error: pydantic.ValidationError) -> list[str]:
+    return [".".join(str(part) for part in item["loc"]) for item in error.errors()]
+
+
+def test_a_tenant_body_is_a_tenant_document_checked_field_by_field() -> None:
+    body = api.TenantPutRequest.model_validate(_tenant_body(quota={"cpus": 2, "memory": "1g"}))
+    body.check_for("acme")
+    assert body.document.spec.quota.memory == 2**30
+    for spec, where in (
+        ({"quota": {"cpus": -1}}, "document.spec.quota.cpus"),
+        ({"isolation": "lax"}, "document.spec.isolation"),
+        ({"config": {"k": 5}}, "document.spec.config.k"),
+        ({"surprise": True}, "document.spec.surprise"),
+    ):
+        with pytest.raises(pydantic.ValidationError) as raised:
+            api.TenantPutRequest.model_validate(_tenant_body(**spec))
+        assert _located(raised.value) == [where]
+    # A number JSON does not have is no quota either.
+    with pytest.raises(pydantic.ValidationError):
+        api.TenantPutRequest.model_validate_json(
+            '{"document": {"apiVersion": "agentcell/v1", "kind": "Tenant", "metadata": '
+            '{"name": "acme"}, "spec": {"quota": {"cpus": NaN}}}, "changed_by": "a"}'
+        )
+
+
+def test_a_tenant_body_must_name_the_path_s_tenant_and_carry_keys_as_pem() -> None:
+    keys = [{"name": "inline", "pem": "-----BEGIN PUBLIC KEY-----"}, {"name": "f", "path": "k.pub"}]
+    body = api.TenantPutRequest.model_validate(_tenant_body(trust={"keys": keys}))
+    with pytest.raises(pydantic.ValidationError) as raised:
+        body.check_for("other")
+    assert _located(raised.value) == ["document.metadata.name", "document.spec.trust.keys.1.path"]
+    assert "names tenant acme but the path names other" in str(raised.value)
+
+
+def test_tenant_answers_use_the_document_s_own_field_names() -> None:
+    body = api.TenantPutRequest.model_validate(_tenant_body())
+    record = api.TenantRecord(
+        name="acme",
+        version=1,
+        config_version=0,
+        document=body.document,
+        updated_at=1.0,
+        updated_by="alice",
+    )
+    dumped = record.model_dump(mode="json", by_alias=True)
+    assert dumped["document"]["apiVersion"] == "agentcell/v1"
+    assert api.TenantRecord.model_validate(dumped) == record
 
 
 def test_limits_from_environ() -> None:

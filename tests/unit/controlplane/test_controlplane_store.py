@@ -105,12 +105,62 @@ def test_metric_series_and_names(store: Store) -> None:
     assert store.metric_series("missing") == []
 
 
-def test_tenant_config_versions(store: Store) -> None:
+def _tenant(name: str = "acme", **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "agentcell/v1",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def test_every_change_of_a_tenant_is_a_new_version_with_who_and_when(store: Store) -> None:
+    first, changed = store.put_tenant("acme", _tenant(config={"a": "1"}), by="alice", now=1)
+    assert changed and (first.version, first.updated_by, first.updated_at) == (1, "alice", 1)
+    second, changed = store.put_tenant("acme", _tenant(config={"a": "2"}), by="bob", now=2)
+    assert changed and (second.version, second.updated_by) == (2, "bob")
+    assert store.tenant("acme") == second
+    history = store.tenant_versions("acme")
+    assert [(v.version, v.by, v.at) for v in history] == [(1, "alice", 1), (2, "bob", 2)]
+    assert [v.document for v in history] == [_tenant(config={"a": "1"}), _tenant(config={"a": "2"})]
+
+
+def test_an_identical_document_makes_no_new_version(store: Store) -> None:
+    store.put_tenant("acme", _tenant(config={"a": "1", "b": "2"}), by="alice", now=1)
+    # The same document with its keys in another order is the same document.
+    again, changed = store.put_tenant("acme", _tenant(config={"b": "2", "a": "1"}), by="bob", now=2)
+    assert not changed
+    assert (again.version, again.updated_by, again.updated_at) == (1, "alice", 1)
+    assert len(store.tenant_versions("acme")) == 1
+
+
+def test_the_config_version_moves_only_when_the_config_changes(store: Store) -> None:
     assert store.config("acme") == ({}, 0)
-    assert store.set_config("acme", {"interval": 5}, now=1) == 1
-    assert store.set_config("acme", {"interval": 10}, now=2) == 2
-    assert store.config("acme") == ({"interval": 10}, 2)
+    store.put_tenant("acme", _tenant(config={"interval": "5"}), by="a", now=1)
+    assert store.config("acme") == ({"interval": "5"}, 1)
+    store.put_tenant("acme", _tenant(config={"interval": "5"}, isolation="strict"), by="a", now=2)
+    assert store.config("acme") == ({"interval": "5"}, 1)
+    store.put_tenant("acme", _tenant(config={"interval": "10"}, isolation="strict"), by="a", now=3)
+    assert store.config("acme") == ({"interval": "10"}, 3)
     assert store.config("other") == ({}, 0)
+
+
+def test_deleting_a_tenant_keeps_its_history_and_records_the_deletion(store: Store) -> None:
+    store.put_tenant("acme", _tenant(config={"a": "1"}), by="alice", now=1)
+    store.put_tenant("other", _tenant("other"), by="alice", now=1)
+    assert store.delete_tenant("acme", by="bob", now=2) == 2
+    assert store.tenant("acme") is None
+    assert [row.name for row in store.tenants()] == ["other"]
+    assert store.delete_tenant("acme", by="bob", now=3) is None
+    history = store.tenant_versions("acme")
+    assert [(v.version, v.by, v.document is None) for v in history] == [
+        (1, "alice", False),
+        (2, "bob", True),
+    ]
+    # Its agents now read no config, at a new version; made again, it continues the numbers.
+    assert store.config("acme") == ({}, 2)
+    again, changed = store.put_tenant("acme", _tenant(config={"a": "1"}), by="carol", now=4)
+    assert changed and again.version == 3 and store.config("acme") == ({"a": "1"}, 3)
 
 
 def test_unsupported_or_malformed_urls_are_clear_errors() -> None:
