@@ -12,11 +12,18 @@ __all__ = [
     "LEGACY_PREFIX",
     "NAME_PREFIX",
     "NAME_SEPARATOR",
+    "TENANT_MAX",
     "cgroup_parent",
     "container_name",
     "is_agentcell_network",
     "network_name",
 ]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""Tenants, agent names and network names: a DNS label (never '_' or '.')."""
+TENANT_MAX = 12
+NAME_MAX = 40
+"""Lengths that keep ``agentcell_<tenant>_<name>`` within one DNS label (63) on Kubernetes."""
 
 NAME_SEPARATOR = "_"
 NAME_PREFIX = "agentcell"

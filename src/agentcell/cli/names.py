@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from agentcell.cell.names import DNS_LABEL, NAME_MAX, TENANT_MAX
 from agentcell.errors import InvalidInput
 
 __all__ = [
@@ -26,12 +27,11 @@ __all__ = [
     "tenant_filter",
 ]
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_LABEL = re.compile(DNS_LABEL)
 _CONTAINER = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 _SERIAL = re.compile(r"[0-9A-Fa-f]{1,64}")
 _METRIC = re.compile(r"[a-z][a-z0-9_.]{0,63}")
-TENANT_MAX = 12
-AGENT_MAX = 40
+AGENT_MAX = NAME_MAX
 CONTAINER_MAX = 255
 _CELL_FIX = "name a cell as TENANT/AGENT, AGENT or its container name; `agentcell ps` lists them"
 

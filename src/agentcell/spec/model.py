@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from agentcell.cell.labels import LABEL_PREFIX
+from agentcell.cell.names import DNS_LABEL, NAME_MAX, TENANT_MAX
 from agentcell.cell.paths import DOCKER_SOCKET
 from agentcell.spec.units import format_bytes, parse_bytes, parse_duration_ns
 
@@ -69,12 +70,14 @@ CAPABILITY_BITS = (
 )  # fmt: skip
 CAPABILITIES = frozenset(CAPABILITY_BITS)
 
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_LABEL = DNS_LABEL
 # agentcell names containers agentcell_<tenant>_<name> (agentcell.cell.names); these lengths
 # keep tenant and name within one DNS label (63) together, so the same names work on
 # Kubernetes.
-Name = Annotated[str, StringConstraints(pattern=_DNS_LABEL, min_length=1, max_length=40)]
-TenantName = Annotated[str, StringConstraints(pattern=_DNS_LABEL, min_length=1, max_length=12)]
+Name = Annotated[str, StringConstraints(pattern=_DNS_LABEL, min_length=1, max_length=NAME_MAX)]
+TenantName = Annotated[
+    str, StringConstraints(pattern=_DNS_LABEL, min_length=1, max_length=TENANT_MAX)
+]
 AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)]
 LabelKey = Annotated[
