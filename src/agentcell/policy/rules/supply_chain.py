@@ -25,7 +25,9 @@ def _tag(view: CellView) -> list[Violation]:
         Violation(
             message=f"image {view.image} is referenced by tag; the tag can move to other content",
             fact="image",
-            fix=f"pin it by digest: {view.image.split('@')[0]}@sha256:<digest>",
+            fix="push it to a registry (`agentcell image push` prints its digest) and write "
+            f"{view.image.split('@')[0]}@sha256:<digest>; a local image is pinned to its image "
+            "ID at launch either way",
         )
     ]
 
@@ -36,7 +38,8 @@ IMAGE_BY_TAG = Rule(
     title="Image referenced by tag",
     rationale="A tag can be moved to other content; only a digest names exactly the image "
     "that was reviewed and signed.",
-    remediation="Reference the image by digest (repo@sha256:...).",
+    remediation="Push the image to a registry and reference it by digest (repo@sha256:...); "
+    "`agentcell image push` prints the digest. A local image is pinned to its image ID at launch.",
     cis=("5.28",),
     security_severity=4.0,
     check=_tag,

@@ -103,8 +103,8 @@ APPARMOR_OFF = Rule(
     title="AppArmor turned off",
     rationale="AppArmor confines file and mount access beyond what capabilities do; "
     "turning it off removes a layer the engine adds by default where AppArmor is active.",
-    remediation="Do not pass apparmor=unconfined; keep the engine default profile or use "
-    "the profile agentcell generates for the agent.",
+    remediation="Do not pass apparmor=unconfined; keep the engine's default profile, or load a "
+    "profile written for the agent (apparmor_parser) and name it with apparmor=PROFILE.",
     cis=("5.2",),
     pss="baseline",
     security_severity=5.0,
