@@ -9,7 +9,12 @@ Standard library only. Its life in a cell:
    with the next sequence number, then send the spool oldest first in batches. Only what the
    control plane acknowledges leaves the spool; when it is unreachable the spool grows, up to
    its bound.
-3. **Renew** with a fresh key once two thirds of the certificate's remaining life have passed.
+3. **Follow the tenant's config.** Read it at start and at least every
+   :data:`CONFIG_POLL_MAX_S` seconds, whatever the report interval; keep the latest in memory
+   and in ``config.json`` in the state directory (replaced whole, never half-written), and
+   report ``config version N`` as an event, sent at once, when the version changes. The tenant
+   comes from the certificate alone, so no request can name another's.
+4. **Renew** with a fresh key once two thirds of the certificate's remaining life have passed.
    If the certificate is revoked, or expires because renewal kept failing, say so in one line
    and exit: a cell with no valid identity must not pretend to work.
 
@@ -46,6 +51,8 @@ VERSION = "0.1.0"
 SERVER_NAME = "agentcell-controlplane"
 RENEW_AT = 2 / 3
 HEARTBEAT_EVERY_S = 60.0
+# Config changes should reach agents within seconds even when they report once a minute.
+CONFIG_POLL_MAX_S = 5.0
 # Bounds on a server's Retry-After: at least a second, so a 0 cannot make a busy loop, and at
 # most five minutes, so a wrong header cannot park the agent for longer than its token lives.
 RETRY_AFTER_MIN_S = 1.0
@@ -75,6 +82,7 @@ class AgentConfig:
     __slots__ = (
         "batch_max",
         "buffer_max",
+        "config_poll",
         "endpoint",
         "host_root",
         "identity_dir",
@@ -94,6 +102,7 @@ class AgentConfig:
         interval: float,
         buffer_max: int,
         batch_max: int,
+        config_poll: float = CONFIG_POLL_MAX_S,
     ) -> None:
         self.endpoint = endpoint
         self.server_name = server_name
@@ -103,6 +112,7 @@ class AgentConfig:
         self.interval = interval
         self.buffer_max = buffer_max
         self.batch_max = batch_max
+        self.config_poll = config_poll
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> AgentConfig:
@@ -114,6 +124,11 @@ class AgentConfig:
         interval = float(environ.get("AGENTCELL_INTERVAL", "5"))
         buffer_max = int(environ.get("AGENTCELL_BUFFER_MAX", "1000"))
         batch_max = int(environ.get("AGENTCELL_BATCH_MAX", "100"))
+        config_poll = float(environ.get("AGENTCELL_CONFIG_POLL", str(CONFIG_POLL_MAX_S)))
+        if not 0.05 <= config_poll <= CONFIG_POLL_MAX_S:
+            raise ValueError(
+                f"AGENTCELL_CONFIG_POLL={config_poll} is outside 0.05..{CONFIG_POLL_MAX_S:g} s"
+            )
         if not 0.05 <= interval <= 3600:
             raise ValueError(f"AGENTCELL_INTERVAL={interval} is outside 0.05..3600 seconds")
         if buffer_max < 1 or not 1 <= batch_max <= 1000:
@@ -131,6 +146,7 @@ class AgentConfig:
             interval=interval,
             buffer_max=buffer_max,
             batch_max=batch_max,
+            config_poll=config_poll,
         )
 
     @property
@@ -158,6 +174,11 @@ class AgentConfig:
         """The current certificate."""
         return self.state_dir / "cert.pem"
 
+    @property
+    def tenant_config_file(self) -> Path:
+        """The tenant's latest config as JSON: ``{"tenant", "version", "config"}``."""
+        return self.state_dir / "config.json"
+
 
 class ReferenceAgent:
     """One agent process. ``run`` returns an exit code."""
@@ -182,6 +203,9 @@ class ReferenceAgent:
         self._online = True
         self._last_heartbeat = 0.0
         self._reported_failures: set[str] = set()
+        self.tenant_config: dict[str, str] = {}
+        self.tenant_config_version: int | None = None
+        self._config_problem = ""
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -433,6 +457,55 @@ class ReferenceAgent:
         self._check_identity(answer.status, answer.reason, answer.error)
         self._last_heartbeat = now
 
+    # -- the tenant's config ------------------------------------------------------------------
+
+    def poll_config(self) -> bool:
+        """Read the tenant's config; whether its version changed. Unreachable or refused, the
+        last one read stays in force.
+
+        Raises:
+            AgentExit: the certificate was refused.
+        """
+        try:
+            answer = self.transport.request("GET", "/v1/agent/config")
+        except TransportError as exc:
+            self._config_trouble(f"control plane unreachable ({exc})")
+            return False
+        self._check_identity(answer.status, answer.reason, answer.error)
+        body = answer.body
+        raw_config = body.get("config")
+        version = body.get("version")
+        if answer.status != 200 or not isinstance(version, int) or not isinstance(raw_config, dict):
+            self._config_trouble(f"{answer.status} {answer.reason}: {answer.error}")
+            return False
+        self._config_problem = ""
+        if version == self.tenant_config_version:
+            return False
+        self.tenant_config = {str(key): str(value) for key, value in raw_config.items()}
+        self.tenant_config_version = version
+        self._write_config(str(body.get("tenant", "")), version)
+        log.info("config version %d (%d keys)", version, len(self.tenant_config))
+        self.event("config.changed", f"config version {version}")
+        return True
+
+    def _write_config(self, tenant: str, version: int) -> None:
+        """Replace ``config.json`` whole: a reader sees the old file or the new, never part."""
+        target = self.config.tenant_config_file
+        staging = target.with_name(target.name + ".pending")
+        text = json.dumps(
+            {"tenant": tenant, "version": version, "config": self.tenant_config}, sort_keys=True
+        )
+        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(staging, target)
+
+    def _config_trouble(self, problem: str) -> None:
+        # Once per kind of trouble: a poll every few seconds must not flood the log.
+        if problem.split(" (", 1)[0] != self._config_problem.split(" (", 1)[0]:
+            log.warning("cannot read the tenant's config: %s; keeping the last one", problem)
+        self._config_problem = problem
+
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -442,20 +515,24 @@ class ReferenceAgent:
             self.event(
                 "agent.started", f"reference agent {VERSION}, interval {self.config.interval:g}s"
             )
-            deadline = time.monotonic()
+            next_sample = next_config = time.monotonic()
             while not self.stop.is_set():
-                now = time.time()
-                self.renew_if_due(now)
-                self.sample(now)
-                self.flush()
-                self.heartbeat_if_due(now)
-                self.config.alive_file.touch()  # read by health.py
-                deadline += self.config.interval
-                delay = deadline - time.monotonic()
-                if delay < 0:  # fell behind (a slow flush): skip ticks rather than burst
-                    deadline = time.monotonic()
-                    delay = 0
-                self.stop.wait(delay)
+                if time.monotonic() >= next_config:
+                    # A change is sent at once rather than with the next sample.
+                    if self.poll_config():
+                        self.flush()
+                    next_config = time.monotonic() + self.config.config_poll
+                if time.monotonic() >= next_sample:
+                    now = time.time()
+                    self.renew_if_due(now)
+                    self.sample(now)
+                    self.flush()
+                    self.heartbeat_if_due(now)
+                    self.config.alive_file.touch()  # read by health.py
+                    next_sample += self.config.interval
+                    if next_sample < time.monotonic():  # fell behind: skip ticks, no burst
+                        next_sample = time.monotonic()
+                self.stop.wait(max(min(next_sample, next_config) - time.monotonic(), 0.0))
             self.flush()
             log.info("stopping; %d reports still buffered", len(self.spool))
             return 0

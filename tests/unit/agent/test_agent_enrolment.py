@@ -1,5 +1,5 @@
 """Enrolment as a cell lives it: no token, a refused token, and a control plane that says
-"not now" (429 with Retry-After) before it says yes.
+"not now" (429 with Retry-After) before it says yes; then following the tenant's config.
 
 The control plane here is a small scripted HTTPS server in a thread: real TLS with a
 certificate from a real agentcell CA, real HTTP, and a real certificate signed for the
@@ -79,8 +79,13 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def do_GET(self) -> None:
+            self._answer({})
+
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self._answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+        def _answer(self, body: dict[str, str]) -> None:
             script = holder[0]
             script.received.append((time.monotonic(), self.path, body))
             status, headers, make = script.answers.pop(0)
@@ -254,3 +259,51 @@ def test_retry_after_as_an_http_date() -> None:
     assert 18 <= retry_delay(header, default=4.0, now=now) <= 21
     past = email.utils.formatdate(now - 100, usegmt=True)
     assert retry_delay(past, default=4.0, now=now) == RETRY_AFTER_MIN_S
+
+
+def _config(version: int, **config: str) -> Scripted:
+    return (200, {}, lambda _request: {"tenant": "demo", "version": version, "config": config})
+
+
+def test_the_tenant_s_config_is_kept_on_file_and_each_new_version_is_an_event(
+    tmp_path: Path, plane: Plane, agents: list[ReferenceAgent]
+) -> None:
+    plane.answers += [
+        (200, {}, plane.issue),
+        _config(3, level="debug"),
+        _config(3, level="debug"),
+        (503, {}, _error("storage_unavailable: database is locked")),
+        _config(5, level="info"),
+    ]
+    agent = _agent(tmp_path, plane, agents)
+    agent.enrol()
+    stored = agent.config.tenant_config_file
+
+    assert agent.poll_config() is True
+    assert json.loads(stored.read_text()) == {
+        "tenant": "demo",
+        "version": 3,
+        "config": {"level": "debug"},
+    }
+    assert agent.poll_config() is False  # the same version: no event
+    assert agent.poll_config() is False  # refused for now: the last one stays
+    assert agent.tenant_config == {"level": "debug"}
+    assert json.loads(stored.read_text())["version"] == 3
+    assert agent.poll_config() is True
+    assert agent.tenant_config == {"level": "info"}
+    assert json.loads(stored.read_text())["config"] == {"level": "info"}
+    assert [p.name for p in stored.parent.iterdir() if p.name.startswith("config")] == [
+        "config.json"
+    ]
+    events = [json.loads(payload)["event"] for _, payload in agent.spool.oldest(10)]
+    assert events == [
+        {"kind": "config.changed", "message": "config version 3"},
+        {"kind": "config.changed", "message": "config version 5"},
+    ]
+    assert [path for _, path, _ in plane.received][1:] == ["/v1/agent/config"] * 4
+
+
+def test_a_config_poll_slower_than_five_seconds_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="AGENTCELL_CONFIG_POLL=30"):
+        AgentConfig.from_environ({"AGENTCELL_CONFIG_POLL": "30"})
+    assert AgentConfig.from_environ({}).config_poll == 5.0
