@@ -212,3 +212,32 @@ def test_revocation_matches_serials_written_with_leading_zeros(plane: ControlPla
     plane.revoke(api.RevokeRequest(serial="00" + answer.serial.lower()))
     assert plane.is_revoked(answer.serial)
     assert plane.is_revoked("0" + answer.serial)
+
+
+def _tenant_request(config: dict[str, str], by: str = "alice") -> api.TenantPutRequest:
+    return api.TenantPutRequest.model_validate(
+        {
+            "document": {
+                "apiVersion": "agentcell/v1",
+                "kind": "Tenant",
+                "metadata": {"name": "acme"},
+                "spec": {"config": config},
+            },
+            "changed_by": by,
+        }
+    )
+
+
+def test_agents_read_their_tenant_document_s_config(plane: ControlPlane) -> None:
+    caller = Caller(identity=SpiffeId("test.local", "acme", "probe"), serial="1")
+    assert plane.tenant_config("acme") == api.TenantConfig(tenant="acme", version=0, config={})
+    first = plane.put_tenant(_tenant_request({"level": "info"}))
+    assert (first.version, first.changed) == (1, True)
+    assert plane.tenant_config("acme").config == {"level": "info"}
+    assert plane.heartbeat(caller).config_version == 1
+    assert plane.put_tenant(_tenant_request({"level": "info"}, by="bob")).changed is False
+    deleted = plane.delete_tenant("acme", by="bob")
+    assert deleted == api.TenantDeleted(name="acme", version=2)
+    assert plane.tenant_config("acme") == api.TenantConfig(tenant="acme", version=2, config={})
+    assert plane.delete_tenant("acme", by="bob") is None
+    assert [v.change for v in plane.tenant_versions("acme").versions] == ["put", "delete"]
