@@ -40,6 +40,7 @@ SPEC = (
 # Command -> its arguments; "{spec}" is a spec file, "{keys}" a key pair's prefix.
 NEEDS_ENGINE: dict[str, list[str]] = {
     "up": ["-f", "{spec}"],
+    "apply": ["-f", "{spec}"],
     "down": ["deadeng/dead"],
     "ps": [],
     "logs": ["deadeng/dead"],
@@ -63,6 +64,9 @@ NEEDS_CONTROL_PLANE: dict[str, list[str]] = {
     "cert revoke": ["deadeng/dead", "--reason", "test"],
     "events": [],
     "metrics": ["cpu.utilization"],
+    "tenant list": [],
+    "tenant show": ["deadeng"],
+    "tenant delete": ["deadeng"],
 }
 # Commands that reach none of the three (or, like `server`, are the control plane).
 NEEDS_NONE = {"render", "schema", "rules", "lint", "server", "keys generate", "ca init"}

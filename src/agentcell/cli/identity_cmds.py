@@ -42,7 +42,9 @@ StateDir = Annotated[
 Url = Annotated[
     str | None,
     typer.Option(
-        "--url", help="Control plane URL (default: $AGENTCELL_CONTROLPLANE_URL or 127.0.0.1:8443)."
+        "--url",
+        help="Control plane URL (default: $AGENTCELL_CONTROLPLANE_URL, else the address the "
+        "server on this state directory recorded, else https://127.0.0.1:8443).",
     ),
 ]
 

@@ -97,9 +97,16 @@ def up(
 ) -> None:
     """Admit each spec, check the host and the images, then make each cell match its spec
     (create, leave, start or replace)."""
+    from agentcell.cli.tenant_cmds import configured_directory
     from agentcell.launch import up_files
 
-    launched_cells = up_files(spec_paths(files), policy_name=policy, backend=_backend(), warn=_err)
+    launched_cells = up_files(
+        spec_paths(files),
+        policy_name=policy,
+        backend=_backend(),
+        warn=_err,
+        directory=configured_directory(),
+    )
     if wants_json(output, json_alias):
         print_json(
             "UpResult",

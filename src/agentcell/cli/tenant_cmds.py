@@ -7,11 +7,13 @@ it is not there.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentcell.cli import names
+from agentcell.cli.identity_cmds import StateDir, Url
 from agentcell.cli.options import (
     JsonAlias,
     OutputOption,
@@ -25,18 +27,42 @@ if TYPE_CHECKING:
     from agentcell.controlplane.client import AdminClient
     from agentcell.runtime.docker.backend import DockerBackend
 
-__all__ = ["apply_command", "tenant_delete", "tenant_list", "tenant_show"]
+__all__ = [
+    "apply_command",
+    "configured_directory",
+    "tenant_delete",
+    "tenant_list",
+    "tenant_show",
+]
 
 TenantArg = Annotated[
     str, typer.Argument(metavar="TENANT", help="Tenant name.", parser=names.tenant_filter)
 ]
 
 
-def _admin() -> AdminClient:
-    from agentcell.controlplane.client import AdminClient
+def _admin(state_dir: Path | None = None, url: str | None = None) -> AdminClient:
+    from agentcell.cli.identity_cmds import _client
+
+    return _client(state_dir, url)
+
+
+def configured_directory() -> AdminClient | None:
+    """The control plane's admin client when one is configured for this host (a server
+    running on this state directory, or ``AGENTCELL_CONTROLPLANE_URL``); None on a host
+    without tenants."""
+    import os
+
+    from agentcell.controlplane.instance import read_running_server
     from agentcell.controlplane.settings import ClientSettings
 
-    return AdminClient(ClientSettings.from_environ())
+    settings = ClientSettings.from_environ()
+    if not os.environ.get("AGENTCELL_CONTROLPLANE_URL") and (
+        read_running_server(settings.paths.state_dir) is None
+    ):
+        return None
+    from agentcell.controlplane.client import AdminClient
+
+    return AdminClient(settings)
 
 
 def _backend() -> DockerBackend:
@@ -64,6 +90,8 @@ def apply_command(
         bool, typer.Option("--dry-run", help="Print the plan and change nothing.")
     ] = False,
     policy: PolicyOption = "restricted",
+    state_dir: StateDir = None,
+    url: Url = None,
     output: OutputOption = "text",
     json_alias: JsonAlias = False,
 ) -> None:
@@ -75,7 +103,7 @@ def apply_command(
 
     bundle = load_bundle(spec_paths(files))
     backend = _backend()
-    directory = _admin()
+    directory = _admin(state_dir, url)
     plan = make_plan(
         bundle,
         policy_name=policy,
@@ -113,11 +141,16 @@ def apply_command(
         )
 
 
-def tenant_list(output: OutputOption = "text", json_alias: JsonAlias = False) -> None:
+def tenant_list(
+    state_dir: StateDir = None,
+    url: Url = None,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
+) -> None:
     """The tenants the control plane holds, with quota used / allowed."""
     from agentcell.spec.tenant import TenantDocument
 
-    records = _admin().tenants()
+    records = _admin(state_dir, url).tenants()
     cells = _backend().cells()
     rows = []
     for record in records:
@@ -136,13 +169,17 @@ def tenant_list(output: OutputOption = "text", json_alias: JsonAlias = False) ->
 
 
 def tenant_show(
-    tenant: TenantArg, output: OutputOption = "text", json_alias: JsonAlias = False
+    tenant: TenantArg,
+    state_dir: StateDir = None,
+    url: Url = None,
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """One tenant: quota used / allowed, config version, cells and trusted keys."""
     from agentcell.cli.names import InvalidInput
     from agentcell.spec.tenant import TenantDocument
 
-    record = _admin().tenant(tenant)
+    record = _admin(state_dir, url).tenant(tenant)
     if record is None:
         raise InvalidInput(f"no tenant {tenant}", fix="`agentcell tenant list` lists them")
     document = TenantDocument.model_validate(record.document)
@@ -168,6 +205,8 @@ def tenant_delete(
     force: Annotated[
         bool, typer.Option("--force", help="Remove the tenant's cells first.")
     ] = False,
+    state_dir: StateDir = None,
+    url: Url = None,
     output: OutputOption = "text",
     json_alias: JsonAlias = False,
 ) -> None:
@@ -175,8 +214,9 @@ def tenant_delete(
     (which removes them first, with their network and cgroup parent)."""
     from agentcell.cli.names import InvalidInput
 
+    admin = _admin(state_dir, url)
+    admin.tenants()  # the control plane must answer before anything is removed
     backend = _backend()
-    admin = _admin()
     own = [cell for cell in backend.cells() if cell.tenant == tenant]
     if own and not force:
         raise InvalidInput(

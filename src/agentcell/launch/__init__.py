@@ -12,12 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agentcell.cell.labels import agentcell_labels
 from agentcell.cell.paths import CELL_IDENTITY_DIR, CELL_SOCKET_DIR
 from agentcell.cell.quota import TenantLimits
 from agentcell.controlplane.settings import ClientSettings
+
+if TYPE_CHECKING:
+    from agentcell.launch.apply import TenantDirectory
 from agentcell.errors import AdmissionError
 from agentcell.identity.ca import SERVER_NAME
 from agentcell.identity.enrolment import write_identity_dir
@@ -27,7 +30,7 @@ from agentcell.policy.presets import preset
 from agentcell.runtime.cells import Cell, UpResult
 from agentcell.runtime.docker.translate import BindMount
 from agentcell.runtime.uids import cell_ids
-from agentcell.spec.load import load_paths
+from agentcell.spec.load import SpecBundle, load_paths
 from agentcell.trust.admission import PinnedImage, pin_all
 from agentcell.trust.config import TrustConfig, load_trust_config
 
@@ -39,6 +42,7 @@ __all__ = [
     "admit_files",
     "launch_admitted",
     "prepare_cell",
+    "report_findings",
     "up_files",
 ]
 
@@ -147,13 +151,18 @@ def admit_files(files: Sequence[Path], policy_name: str, *, warn: Report) -> lis
             "\n".join(exc.what for exc in refusals) + "\nnothing was launched",
             fix="change the spec as each finding says, or add a reasoned exception",
         )
+    report_findings(admitted, warn)
+    return admitted
+
+
+def report_findings(admitted: Sequence[AdmittedSpec], warn: Report) -> None:
+    """Warn about every excepted finding and every warning of admitted specs."""
     for spec in admitted:
         for finding in spec.findings:
             if finding.excepted is not None:
                 warn(f"{finding.where}: EXCEPTED {finding.rule}: {finding.message}")
             elif finding.severity != "info":
                 warn(finding.describe())
-    return admitted
 
 
 def up_files(
@@ -164,8 +173,13 @@ def up_files(
     warn: Report,
     trust: TrustConfig | None = None,
     issuer: IdentityIssuer | None = None,
+    directory: TenantDirectory | None = None,
 ) -> list[Launched]:
     """Bring every cell described in ``files`` to its spec.
+
+    With ``directory`` (the control plane's tenants), a declared tenant's cells are held to
+    its isolation level, quota (what runs plus the batch) and trust, and its quota is written
+    into its cgroup parent, as ``apply`` does; an undeclared tenant is warned about.
 
     Raises:
         SpecError, AdmissionError: bad input or a policy refusal; nothing was launched.
@@ -177,14 +191,22 @@ def up_files(
             unreachable or refused a join token; nothing was launched.
         BackendError: the engine failed while launching (cells launched before it remain).
     """
-    admitted = admit_files(files, policy_name, warn=warn)
-    return launch_admitted(
-        admitted,
-        backend=backend,
+    trust = trust if trust is not None else load_trust_config()
+    if directory is None:
+        admitted = admit_files(files, policy_name, warn=warn)
+        return launch_admitted(admitted, backend=backend, warn=warn, trust=trust, issuer=issuer)
+    from agentcell.launch.apply import apply_plan, make_plan
+
+    bundle = SpecBundle(tenants=(), agents=tuple(load_paths(files)))
+    plan = make_plan(
+        bundle, policy_name=policy_name, backend=backend, directory=directory, trust=trust,
         warn=warn,
-        trust=trust if trust is not None else load_trust_config(),
-        issuer=issuer,
+    )  # fmt: skip
+    report_findings(plan.agents, warn)
+    done = apply_plan(
+        plan, backend=backend, directory=None, warn=warn, issuer=issuer, mark_applied=False
     )
+    return list(done.launched)
 
 
 def launch_admitted(

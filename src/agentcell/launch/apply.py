@@ -141,8 +141,13 @@ def make_plan(
     directory: TenantDirectory | None,
     trust: TrustConfig,
     prune: bool = False,
+    warn: Report | None = None,
 ) -> Plan:
     """Compare the documents with the control plane and the host, and check all of it.
+
+    ``apply`` (no ``warn``) refuses agents of undeclared tenants and needs the control plane
+    for any tenant; ``up`` (with ``warn``) holds declared tenants to their quota and isolation
+    level, and only warns about undeclared ones, which have neither.
 
     Raises:
         SpecError: a document is unusable (its tenant is neither declared nor stored, a key
@@ -152,7 +157,7 @@ def make_plan(
     """
     declared = {doc.name: _stored_form(doc) for doc in bundle.tenants}
     needs_directory = bool(declared) or any(doc.tenant != DEFAULT_TENANT for doc in bundle.agents)
-    if needs_directory and directory is None:
+    if needs_directory and directory is None and warn is None:
         raise SpecError(
             "these documents declare tenants or put agents in them, which the control plane "
             "keeps; none is configured",
@@ -178,7 +183,15 @@ def make_plan(
         else:
             items.append(PlanItem(action="unchanged", kind="tenant", name=name))
     effective = {**stored, **declared}
-    _refuse_unknown_tenants(bundle.agents, effective)
+    if warn is None:
+        _refuse_unknown_tenants(bundle.agents, effective)
+    else:
+        for tenant in sorted({doc.tenant for doc in bundle.agents} - set(effective)):
+            if tenant != DEFAULT_TENANT:
+                warn(
+                    f"tenant {tenant} is not declared in a control plane: no quota or isolation "
+                    "level applies to its cells (declare it with `agentcell apply`)"
+                )
 
     admitted = _admit(bundle.agents, policy_name, effective)
     cells = {(cell.tenant, cell.agent): cell for cell in backend.cells()}
@@ -240,8 +253,10 @@ def apply_plan(
     directory: TenantDirectory | None,
     warn: Report,
     issuer: IdentityIssuer | None = None,
+    mark_applied: bool = True,
 ) -> ApplyResult:
-    """Carry out a checked plan: store tenants, launch cells, then prune.
+    """Carry out a checked plan: store tenants, launch cells (marked as apply's unless
+    ``mark_applied`` is false, as for ``up``), then prune.
 
     Raises:
         HostError, TrustError, ControlPlaneError, IdentityError, BackendError: as ``up``.
@@ -257,7 +272,7 @@ def apply_plan(
         trust=plan.trust,
         issuer=issuer,
         tenant_limits=plan.limits,
-        labels={LABEL_APPLIED: "true"},
+        labels={LABEL_APPLIED: "true"} if mark_applied else None,
     )
     for tenant, name in plan.cells_delete:
         backend.down(tenant, name)
