@@ -148,15 +148,12 @@ def tenant_list(
     json_alias: JsonAlias = False,
 ) -> None:
     """The tenants the control plane holds, with quota used / allowed."""
-    from agentcell.spec.tenant import TenantDocument
-
     records = _admin(state_dir, url).tenants()
     cells = _backend().cells()
     rows = []
     for record in records:
-        document = TenantDocument.model_validate(record.document)
         own = [cell for cell in cells if cell.tenant == record.name]
-        rows.append(_summary(record.name, record.version, document, own))
+        rows.append(_summary(record.name, record.version, record.document, own))
     if wants_json(output, json_alias):
         print_json("TenantList", rows)
         return
@@ -177,14 +174,14 @@ def tenant_show(
 ) -> None:
     """One tenant: quota used / allowed, config version, cells and trusted keys."""
     from agentcell.cli.names import InvalidInput
-    from agentcell.spec.tenant import TenantDocument
 
     record = _admin(state_dir, url).tenant(tenant)
     if record is None:
         raise InvalidInput(f"no tenant {tenant}", fix="`agentcell tenant list` lists them")
-    document = TenantDocument.model_validate(record.document)
+    document = record.document
     own = [cell for cell in _backend().cells() if cell.tenant == tenant]
     row = _summary(tenant, record.version, document, own)
+    row["config_version"] = record.config_version
     row["cells_list"] = [cell.key for cell in own]
     row["keys"] = [key.name for key in document.spec.trust.keys]
     row["config"] = dict(document.spec.config)
@@ -195,7 +192,7 @@ def tenant_show(
     for what in ("cells", "cpus", "memory", "pids"):
         print(f"  {what:7} {_used(row, what)}")
     print(f"  keys    {', '.join(row['keys']) or '-'}")
-    print(f"  config  {len(row['config'])} keys (version {record.version})")
+    print(f"  config  {len(row['config'])} keys (version {record.config_version})")
     for key in row["cells_list"]:
         print(f"  cell    {key}")
 

@@ -63,7 +63,7 @@ class StoredTenant(Protocol):
     @property
     def version(self) -> int: ...
     @property
-    def document(self) -> Mapping[str, Any]: ...
+    def document(self) -> TenantDocument: ...
 
 
 class TenantDirectory(Protocol):
@@ -165,7 +165,7 @@ def make_plan(
             "agents in the default tenant",
         )
     stored = {
-        record.name: TenantDocument.model_validate(record.document)
+        record.name: record.document
         for record in (directory.tenants() if directory is not None and needs_directory else ())
     }
     items: list[PlanItem] = []
