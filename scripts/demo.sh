@@ -107,9 +107,12 @@ wait_until 30 grep -q '^ready' "$AGENTCELL_HOME/server.log" ||
   die "the control plane did not start; see $AGENTCELL_HOME/server.log"
 say "control plane: $(grep '^ready' "$AGENTCELL_HOME/server.log")"
 
-show "$AGENTCELL" up -f examples/
-# The same spec again changes nothing.
+# The tenant and its agents, declared: the plan first, then the cells, held to the quota.
+show "$AGENTCELL" apply -f examples/
+# The same directory again plans nothing; `up` of one spec leaves its cell alone too.
+show "$AGENTCELL" apply -f examples/
 show "$AGENTCELL" up -f examples/sandbox.yaml
+show "$AGENTCELL" tenant show demo
 show "$AGENTCELL" ps
 # The audit judges every container on the host with the same rules, agentcell's or not.
 show "$AGENTCELL" audit --cis

@@ -20,6 +20,28 @@ TEST_LABEL = "test.agentcell.made-by"  # not org.agentcell.*: only agentcell set
 _BEFORE: dict[str, set[str]] = {}
 
 
+CGROUP_FS = Path("/sys/fs/cgroup")
+
+
+def _tenant_cgroups() -> set[str]:
+    """The tenants' cgroup parents (``/agentcell/<tenant>`` in any hierarchy) on this host."""
+    return {str(path) for path in CGROUP_FS.glob("*/agentcell/*") if path.is_dir()} | {
+        str(path) for path in CGROUP_FS.glob("agentcell/*") if path.is_dir()
+    }
+
+
+def _sweep_tenant_cgroups(before: set[str]) -> None:
+    """Remove the empty tenant cgroup parents the tests made. A test that removes a cell with
+    `docker rm` rather than `agentcell down` leaves its tenant's parent behind (the engine
+    does not remove parents), and rmdir takes only an empty one."""
+    for path in sorted(_tenant_cgroups() - before, reverse=True):
+        with contextlib.suppress(OSError):
+            Path(path).rmdir()
+    for root in [*CGROUP_FS.glob("*/agentcell"), CGROUP_FS / "agentcell"]:
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
 def _engine_objects() -> dict[str, set[str]] | None:
     try:
         client = docker.DockerClient.from_env(version="1.41")
@@ -27,6 +49,7 @@ def _engine_objects() -> dict[str, set[str]] | None:
             return {
                 "container": {c.name or c.id or "" for c in client.containers.list(all=True)},
                 "network": {n.name or "" for n in client.networks.list()},
+                "tenant cgroup": _tenant_cgroups(),
             }
         finally:
             client.close()
@@ -41,9 +64,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when the tests left a container or network behind."""
+    """Fail the run when the tests left a container, network or tenant cgroup behind (empty
+    tenant cgroup parents are swept first: see :func:`_sweep_tenant_cgroups`)."""
     if not _BEFORE:
         return
+    _sweep_tenant_cgroups(_BEFORE.get("tenant cgroup", set()))
     after = _engine_objects() or {}
     leftovers = {kind: sorted(after.get(kind, set()) - names) for kind, names in _BEFORE.items()}
     if any(leftovers.values()):

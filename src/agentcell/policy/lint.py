@@ -16,7 +16,7 @@ from typing import Literal
 
 from agentcell.errors import SpecError
 from agentcell.policy.admission import SEVERITY_RANK, Finding, Policy, apply_exceptions
-from agentcell.spec.load import SPEC_SUFFIXES, SpecDocument, load_paths
+from agentcell.spec.load import SPEC_SUFFIXES, SpecDocument, load_bundle
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -79,11 +79,12 @@ class LintReport:
 
 
 def lint(paths: Iterable[str | Path], policy: Policy) -> LintReport:
-    """Load every spec under ``paths`` (files and directories) and judge each by ``policy``."""
+    """Load every spec under ``paths`` (files and directories) and judge each Agent by
+    ``policy``; Tenant documents are checked by the loader (a bad one is a problem)."""
     paths = list(paths)
     problems: list[SpecError] = []
     try:
-        documents = load_paths(paths)
+        documents = list(load_bundle(paths).agents)
     except SpecError as exc:
         problems.extend(exc.problems or (exc,))
         documents = _loadable(paths)
@@ -100,7 +101,7 @@ def _loadable(paths: Iterable[str | Path]) -> list[SpecDocument]:
     documents: list[SpecDocument] = []
     for file in _files(paths):
         with contextlib.suppress(SpecError):
-            documents.extend(load_paths([file]))
+            documents.extend(load_bundle([file]).agents)
     return documents
 
 

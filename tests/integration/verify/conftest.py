@@ -16,7 +16,7 @@ import pytest
 from agentcell.errors import Error, HostError
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.proof import DockerProof
-from agentcell.spec.load import load_paths
+from agentcell.spec.load import load_bundle
 from tests.conftest import EXAMPLES
 from tests.integration.verify.cells import (
     EXAMPLE_NAMES,
@@ -46,7 +46,7 @@ def proof(backend: DockerBackend) -> DockerProof:
 @pytest.fixture(scope="module")
 def cells(backend: DockerBackend) -> Iterator[Cells]:
     available = [name for name in RUNTIMES if backend.facts.runtime(name) is not None]
-    examples = {doc.name: doc for doc in load_paths([EXAMPLES])}
+    examples = {doc.name: doc for doc in load_bundle([EXAMPLES]).agents}
     token = secrets.token_hex(2)
     record = Cells(tenants={rt: f"pv{rt}{token}" for rt in available}, documents={})
     try:
