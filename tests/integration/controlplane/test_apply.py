@@ -5,6 +5,7 @@ quota refuses a batch with the numbers, and a bad Tenant document changes nothin
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -197,3 +198,65 @@ def test_a_duplicate_tenant_and_a_quota_below_what_runs_are_refused(
     assert cells_of(docker_client, prefix) == made
     stored = {t.name: t for t in control_plane.admin.tenants()}[f"{prefix}0"]
     assert stored.document.spec.quota.memory == 2 * 2**30
+
+
+@pytest.mark.parametrize(
+    ("quota", "numbers"),
+    [
+        ("{cpus: 1}", "cpus 0 in use + 1.5 asked > 1 quota"),
+        ("{pids: 300}", "pids 0 in use + 384 asked > 300 quota"),
+        ("{cells: 2}", "cells 0 in use + 3 asked > 2 quota"),
+    ],
+    ids=["cpus", "pids", "cells"],
+)
+def test_every_quota_dimension_refuses_a_batch_with_the_numbers(
+    control_plane: ControlPlane,
+    docker_client: docker.DockerClient,
+    prefix: str,
+    tmp_path: Path,
+    quota: str,
+    numbers: str,
+) -> None:
+    root = tmp_path / "q"
+    root.mkdir()
+    tenant = f"{prefix}0"
+    (root / "t.yaml").write_text(
+        f"apiVersion: agentcell/v1\nkind: Tenant\nmetadata: {{name: {tenant}}}\n"
+        f"spec:\n  quota: {quota}\n"
+    )
+    for agent in ("a", "b", "c"):
+        (root / f"{agent}.yaml").write_text(AGENT.format(name=agent, tenant=tenant, memory="64m"))
+    refused = apply(control_plane, "-f", str(root))
+    assert refused.returncode == 2, refused.stderr
+    assert f"tenant {tenant}: {numbers}" in refused.stderr
+    assert cells_of(docker_client, prefix) == {}
+
+
+def test_tenant_list_show_and_delete(
+    control_plane: ControlPlane, docker_client: docker.DockerClient, prefix: str, tmp_path: Path
+) -> None:
+    root = write_directory(tmp_path / "d", prefix)
+    assert apply(control_plane, "-f", str(root)).returncode == 0
+    env = {**os.environ, "AGENTCELL_HOME": str(control_plane.home)}
+
+    def tenant(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(AGENTCELL), "tenant", *argv], capture_output=True, text=True, timeout=120, env=env
+        )
+
+    listed = tenant("list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["items"]}
+    assert rows[f"{prefix}0"]["used"]["cells"] == 2
+    assert rows[f"{prefix}0"]["quota"]["memory"] == 2 * 2**30
+    shown = tenant("show", f"{prefix}1")
+    assert "cells   2/4" in shown.stdout and "memory  256m/2g" in shown.stdout
+    refused = tenant("delete", f"{prefix}2")
+    assert refused.returncode == 2 and "still has 2 cells" in refused.stderr
+    deleted = tenant("delete", f"{prefix}2", "--force")
+    assert deleted.returncode == 0, deleted.stderr
+    assert not [name for name in cells_of(docker_client, prefix) if f"_{prefix}2_" in name]
+    assert f"{prefix}2" not in {t.name for t in control_plane.admin.tenants()}
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/agentcell/{prefix}2"))
+    unknown = tenant("show", "nosuch")
+    assert unknown.returncode == 2 and "no tenant nosuch" in unknown.stderr

@@ -199,3 +199,13 @@ def test_names_that_collided_under_the_dash_scheme_are_apart(
 ) -> None:
     assert container_name(*first) != container_name(*second)
     assert network_name(*first) != network_name(*second)
+
+
+def test_logs_are_bounded_and_carry_the_tenant() -> None:
+    settings = settings_for(admitted())
+    log = settings.sdk_kwargs()["log_config"]
+    assert log["Type"] == "json-file"
+    assert log["Config"]["labels"] == "org.agentcell.tenant,org.agentcell.agent"
+    assert log["Config"]["max-size"] == "10m" and log["Config"]["max-file"] == "3"
+    argv = settings.docker_run_argv()
+    assert "--log-opt" in argv and "labels=org.agentcell.tenant,org.agentcell.agent" in argv

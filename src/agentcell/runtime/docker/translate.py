@@ -39,6 +39,7 @@ from agentcell.spec.model import AgentDocument, TmpfsMount
 from agentcell.spec.units import format_bytes
 
 __all__ = [
+    "LOG_OPTIONS",
     "BindMount",
     "ContainerSettings",
     "settings_for",
@@ -57,6 +58,15 @@ def spec_json(document: AgentDocument) -> str:
 def spec_hash(document: AgentDocument) -> str:
     """A stable digest of everything that shapes the cell; a changed hash means replace."""
     return hashlib.sha256(spec_json(document).encode()).hexdigest()[:16]
+
+
+LOG_OPTIONS: Mapping[str, str] = {
+    "max-size": "10m",
+    "max-file": "3",
+    "labels": f"{LABEL_TENANT},{LABEL_AGENT}",
+}
+"""The engine's json-file log options for every cell: 30 MiB at most, tenant and agent on each
+line."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +166,9 @@ class ContainerSettings:
             # Its own cgroup namespace: the cell sees its cgroup as the root, not the host's
             # hierarchy (Docker 20.10 shares the host's on cgroup v1 by default).
             "cgroupns": "private",
+            # Bounded (a cell must not fill the host's disk with output) and tagged: each line
+            # the engine stores carries the cell's tenant and agent labels.
+            "log_config": {"Type": "json-file", "Config": dict(LOG_OPTIONS)},
             "cgroup_parent": self.cgroup_parent,
             "labels": dict(self.labels),
             "detach": True,
@@ -203,6 +216,9 @@ class ContainerSettings:
             argv += ["--health-start-period", _duration_text(check["start_period"])]
         argv += ["--runtime", self.runtime]
         argv += ["--cgroupns", "private", "--cgroup-parent", self.cgroup_parent]
+        argv += ["--log-driver", "json-file"]
+        for key, value in LOG_OPTIONS.items():
+            argv += ["--log-opt", f"{key}={value}"]
         for key, value in sorted(self.environment.items()):
             argv += ["-e", f"{key}={value}"]
         for key, value in sorted(self.labels.items()):
