@@ -14,6 +14,7 @@ __all__ = [
     "CELL_IDENTITY_DIR",
     "CELL_RUN_DIR",
     "CELL_SOCKET_DIR",
+    "CONTROL_PLANE_SERVER_NAME",
     "DOCKER_SOCKET",
     "ENGINE_SOCKETS",
     "ENGINE_SOCKET_NAMES",
@@ -51,6 +52,8 @@ CELL_IDENTITY_DIR = f"{CELL_RUN_DIR}/identity"
 CELL_SOCKET_DIR = f"{CELL_RUN_DIR}/controlplane"
 """The directory holding only the control plane's agent socket (read-only)."""
 PROVIDED_TARGETS = (CELL_IDENTITY_DIR, CELL_SOCKET_DIR)
+CONTROL_PLANE_SERVER_NAME = "agentcell-controlplane"
+"""The name in the control plane's TLS certificate, which an agent in a cell checks."""
 
 # On the host: agentcell's own state (CA key, admin token, database) and run directory (the
 # agents' socket, every cell's identity directory). AGENTCELL_HOME moves both under one root.

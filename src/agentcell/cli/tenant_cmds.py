@@ -52,6 +52,14 @@ def configured_directory() -> AdminClient | None:
     without tenants."""
     import os
 
+    from agentcell.cell.paths import state_dir
+
+    # The control plane's modules cost an import; a host that never ran one has no record.
+    if (
+        not os.environ.get("AGENTCELL_CONTROLPLANE_URL")
+        and not (state_dir() / "server.json").exists()
+    ):
+        return None
     from agentcell.controlplane.instance import read_running_server
     from agentcell.controlplane.settings import ClientSettings
 

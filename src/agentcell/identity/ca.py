@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agentcell.cell.paths import CONTROL_PLANE_SERVER_NAME
 from agentcell.identity.errors import CANotInitialised, EnrolmentRefused, IdentityError
 from agentcell.identity.files import CAFiles, read_text, write_file
 from agentcell.identity.spiffe import SpiffeId, validate_trust_domain
@@ -38,7 +39,7 @@ __all__ = [
 
 # The name agents check in the server certificate; they reach the server through a socket, so
 # it is a fixed name rather than a host name.
-SERVER_NAME = "agentcell-controlplane"
+SERVER_NAME = CONTROL_PLANE_SERVER_NAME
 DEFAULT_SERVER_NAMES = (SERVER_NAME, "localhost", "127.0.0.1", "::1")
 CA_LIFETIME = dt.timedelta(days=3650)
 SERVER_LIFETIME = dt.timedelta(days=365)

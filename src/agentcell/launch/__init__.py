@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from agentcell.cell.labels import agentcell_labels
-from agentcell.cell.paths import CELL_IDENTITY_DIR, CELL_SOCKET_DIR
+from agentcell.cell.paths import CELL_IDENTITY_DIR, CELL_SOCKET_DIR, CONTROL_PLANE_SERVER_NAME
 from agentcell.cell.quota import TenantLimits
-from agentcell.controlplane.settings import ClientSettings
 
 if TYPE_CHECKING:
+    from agentcell.controlplane.settings import ClientSettings
     from agentcell.launch.apply import TenantDirectory
 from agentcell.errors import AdmissionError
-from agentcell.identity.ca import SERVER_NAME
 from agentcell.identity.enrolment import write_identity_dir
 from agentcell.identity.errors import IdentityError
 from agentcell.policy.admission import AdmittedSpec, admit
@@ -332,7 +331,7 @@ def prepare_cell(
         env={
             "AGENTCELL_CONTROL_PLANE": f"unix://{CELL_SOCKET_DIR}/{paths.agent_socket.name}",
             "AGENTCELL_IDENTITY_DIR": CELL_IDENTITY_DIR,
-            "AGENTCELL_SERVER_NAME": SERVER_NAME,
+            "AGENTCELL_SERVER_NAME": CONTROL_PLANE_SERVER_NAME,
         },
         spiffe_id=token.spiffe_id,
         token_expires_at=token.expires_at,
@@ -351,6 +350,7 @@ def _identities(
         return [None] * len(admitted)
     if issuer is None:
         from agentcell.controlplane.client import AdminClient
+        from agentcell.controlplane.settings import ClientSettings
 
         issuer = AdminClient(ClientSettings.from_environ())
     client = issuer

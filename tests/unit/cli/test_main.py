@@ -47,3 +47,16 @@ def test_cli_start_imports_neither_the_docker_sdk_nor_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "[]"
+
+
+def test_the_launch_path_loads_no_crypto_or_control_plane_for_a_plain_up() -> None:
+    # `up` of a spec without identity or registry images pays for neither.
+    code = (
+        "import sys, agentcell.launch; "
+        "print(sorted(m for m in ('cryptography', 'agentcell.controlplane.settings', "
+        "'agentcell.identity.ca', 'aiohttp') if m in sys.modules))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[]"
