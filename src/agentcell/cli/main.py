@@ -305,13 +305,19 @@ def runtimes(
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of agentcell/v1 Agent documents (for editors)."""
+def schema(
+    kind: Annotated[
+        Literal["Agent", "Tenant"], typer.Option("--kind", help="Which document kind.")
+    ] = "Agent",
+) -> None:
+    """Print the JSON Schema of agentcell/v1 Agent (or Tenant) documents (for editors)."""
     import json
 
     from agentcell.spec.model import AgentDocument
+    from agentcell.spec.tenant import TenantDocument
 
-    print(json.dumps(AgentDocument.model_json_schema(by_alias=True), indent=2))
+    model = TenantDocument if kind == "Tenant" else AgentDocument
+    print(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
 
 @image_app.command("bootstrap")
