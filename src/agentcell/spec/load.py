@@ -53,13 +53,24 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpecDocument:
-    """A validated Agent document and where each of its fields was written."""
+class _Located:
+    """Where a document was written: its file, first line, and the line of each field."""
 
-    document: AgentDocument
     file: str
     line: int
     field_lines: Mapping[FieldPath, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def where(self, *path: str | int) -> Location:
+        """The location of ``path`` (e.g. ``"spec", "security", "user"``), or of its nearest
+        written ancestor when the field was left at its default."""
+        return locate(path, file=self.file, lines=self.field_lines, start=self.line)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecDocument(_Located):
+    """A validated Agent document and where each of its fields was written."""
+
+    document: AgentDocument
 
     @property
     def name(self) -> str:
@@ -71,29 +82,17 @@ class SpecDocument:
         """The tenant that owns the agent."""
         return self.document.metadata.tenant
 
-    def where(self, *path: str | int) -> Location:
-        """The location of ``path`` (e.g. ``"spec", "security", "user"``), or of its nearest
-        written ancestor when the field was left at its default."""
-        return locate(path, file=self.file, lines=self.field_lines, start=self.line)
-
 
 @dataclass(frozen=True, kw_only=True)
-class TenantSpecDocument:
+class TenantSpecDocument(_Located):
     """A validated Tenant document and where each of its fields was written."""
 
     document: TenantDocument
-    file: str
-    line: int
-    field_lines: Mapping[FieldPath, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         """The tenant's name."""
         return self.document.metadata.name
-
-    def where(self, *path: str | int) -> Location:
-        """The location of ``path``, or of its nearest written ancestor."""
-        return locate(path, file=self.file, lines=self.field_lines, start=self.line)
 
 
 @dataclass(frozen=True, kw_only=True)
