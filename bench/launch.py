@@ -100,6 +100,8 @@ def main() -> int:
                 )
         finally:
             remove(client, name)
+            # The engine leaves the tenant's cgroup parent behind when a cell is removed by hand.
+            backend.tenant_cgroup("bench").remove()
             backend.close()
 
     rows = {key: summary(values) for key, values in samples.items()}
