@@ -31,7 +31,7 @@ from agentcell.launch import (
 )
 from agentcell.policy.admission import AdmittedSpec, admit
 from agentcell.policy.presets import TenantPolicy, preset
-from agentcell.policy.quota import QuotaUse, check_quota
+from agentcell.policy.quota import QuotaUse, overruns
 from agentcell.runtime.cells import Cell
 from agentcell.runtime.docker.translate import spec_hash, spec_json
 from agentcell.spec.load import SpecBundle, SpecDocument, TenantSpecDocument
@@ -230,9 +230,10 @@ def make_plan(
             tenants_delete.append(name)
             items.append(PlanItem(action="delete", kind="tenant", name=name))
 
-    _check_quotas(admitted, effective, cells.values(), set(cells_delete), bundle)
+    files = {doc.name: doc for doc in bundle.tenants}
+    _check_quotas(admitted, effective, cells.values(), set(cells_delete))
     for name, document in effective.items():
-        base = next((Path(d.file).parent for d in bundle.tenants if d.name == name), None)
+        base = Path(files[name].file).parent if name in files else None
         trust = with_tenant(trust, document, base_dir=base)
     return Plan(
         items=tuple(items),
@@ -329,7 +330,6 @@ def _check_quotas(
     tenants: Mapping[str, TenantDocument],
     cells: Iterable[Cell],
     deleted: set[tuple[str, str]],
-    bundle: SpecBundle,
 ) -> None:
     batch_keys = {spec.doc.document.key for spec in admitted}
     running = [
@@ -344,17 +344,7 @@ def _check_quotas(
             if cell.tenant == name:
                 in_use += QuotaUse(cpus=cell.cpus, memory=cell.memory, pids=cell.pids, cells=1)
         batch = [spec for spec in admitted if spec.doc.tenant == name]
-        declared = next((d for d in bundle.tenants if d.name == name), None)
-        try:
-            check_quota(
-                name,
-                document.spec.quota,
-                in_use,
-                batch,
-                where=declared.where("spec", "quota") if declared else None,
-            )
-        except AdmissionError as exc:
-            problems.append(exc.what.removesuffix("\nnothing was launched"))
+        problems += overruns(name, document.spec.quota, in_use, batch)
     if problems:
         raise AdmissionError(
             "\n".join(problems) + "\nnothing was applied",

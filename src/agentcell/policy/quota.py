@@ -15,7 +15,7 @@ from agentcell.policy.admission import AdmittedSpec
 from agentcell.spec.tenant import TenantQuota
 from agentcell.spec.units import format_bytes
 
-__all__ = ["QuotaUse", "check_quota", "quota_below_use", "use_of_specs"]
+__all__ = ["QuotaUse", "check_quota", "overruns", "quota_below_use", "use_of_specs"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,15 +77,23 @@ def check_quota(
     Raises:
         AdmissionError: every limit the batch would exceed, with the numbers.
     """
-    over = _over(quota, in_use, use_of_specs(batch))
+    over = overruns(tenant, quota, in_use, batch)
     if over:
         if where is None and batch:
             where = Location(file=batch[0].doc.file, line=batch[0].doc.line)
         raise AdmissionError(
-            "\n".join(f"tenant {tenant}: {line}" for line in over) + "\nnothing was launched",
+            "\n".join(over) + "\nnothing was launched",
             where=where,
             fix=f"lower the cells' resources, remove cells of {tenant}, or raise its quota",
         )
+
+
+def overruns(
+    tenant: str, quota: TenantQuota, in_use: QuotaUse, batch: Sequence[AdmittedSpec]
+) -> list[str]:
+    """One line per limit of ``quota`` that ``in_use`` plus ``batch`` exceeds, with the
+    numbers (``tenant acme: memory 1536m in use + 768m asked > 2g quota``)."""
+    return [f"tenant {tenant}: {line}" for line in _over(quota, in_use, use_of_specs(batch))]
 
 
 def quota_below_use(quota: TenantQuota, in_use: QuotaUse) -> list[str]:

@@ -244,10 +244,15 @@ STDIN_NAME = "<stdin>"
 
 def _read_stdin() -> str:
     raw = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
-    where = Location(file=STDIN_NAME)
+    return _spec_text(raw, Location(file=STDIN_NAME), what="standard input", fix="send UTF-8 text")
+
+
+def _spec_text(raw: bytes, where: Location, *, what: str, fix: str) -> str:
+    """``raw`` (read up to one byte past the bound) as text, refused when too large or not
+    UTF-8."""
     if len(raw) > MAX_FILE_BYTES:
         raise SpecError(
-            f"standard input is larger than {MAX_FILE_BYTES // 1024} KiB; specs are small",
+            f"{what} is larger than {MAX_FILE_BYTES // 1024} KiB; specs are small",
             where=where,
             fix="split it into several files",
         )
@@ -255,9 +260,9 @@ def _read_stdin() -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(
-            f"standard input is not UTF-8 text (bad byte at offset {exc.start})",
+            f"{what} is not UTF-8 text (bad byte at offset {exc.start})",
             where=where,
-            fix="send UTF-8 text",
+            fix=fix,
         ) from exc
 
 
@@ -278,20 +283,7 @@ def read_spec_file(file: Path) -> str:
         raise SpecError("is a directory", where=where, fix="name a file") from exc
     except OSError as exc:
         raise SpecError(f"cannot read file: {exc.strerror}", where=where) from exc
-    if len(raw) > MAX_FILE_BYTES:
-        raise SpecError(
-            f"file is larger than {MAX_FILE_BYTES // 1024} KiB; specs are small",
-            where=where,
-            fix="split it into several files",
-        )
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            f"file is not UTF-8 text (bad byte at offset {exc.start})",
-            where=where,
-            fix="save it as UTF-8",
-        ) from exc
+    return _spec_text(raw, where, what="file", fix="save it as UTF-8")
 
 
 def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, dict[FieldPath, int], int]]:

@@ -201,15 +201,7 @@ class DockerBackend:
         """
         pool = uid_range()
         with allocation_lock():
-            cells = self._cell_summaries()
-            taken = host_process_uids()
-            held: dict[tuple[str, str], int] = {}
-            for labels in cells:
-                uid_text = labels.get(LABEL_UID, "")
-                if uid_text.isdigit():
-                    taken.add(int(uid_text))
-                    key = (labels.get(LABEL_TENANT, ""), labels.get(LABEL_AGENT, ""))
-                    held.setdefault(key, int(uid_text))
+            cells, taken, held = self._uids_in_use()
             chosen: dict[tuple[str, str], int] = {}
             for spec in specs:
                 key = spec.doc.document.key
@@ -236,11 +228,24 @@ class DockerBackend:
             if uid is not None:
                 yield uid
                 return
-            taken = host_process_uids()
-            for labels in self._cell_summaries():
-                if labels.get(LABEL_UID, "").isdigit():
-                    taken.add(int(labels[LABEL_UID]))
+            _, taken, _ = self._uids_in_use()
             yield choose_uid(taken, pool=uid_range())
+
+    def _uids_in_use(
+        self,
+    ) -> tuple[list[dict[str, str]], set[int], dict[tuple[str, str], int]]:
+        """(every cell's agentcell labels, every uid a cell or host process has, the uid each
+        (tenant, agent) holds). Read under the allocation lock."""
+        cells = self._cell_summaries()
+        taken = host_process_uids()
+        held: dict[tuple[str, str], int] = {}
+        for labels in cells:
+            uid_text = labels.get(LABEL_UID, "")
+            if uid_text.isdigit():
+                taken.add(int(uid_text))
+                key = (labels.get(LABEL_TENANT, ""), labels.get(LABEL_AGENT, ""))
+                held.setdefault(key, int(uid_text))
+        return cells, taken, held
 
     @staticmethod
     def _refuse_shared_uid(
@@ -374,7 +379,7 @@ class DockerBackend:
         found = self._get(container)
         if found is None:
             return None
-        labels = self._trusted(found)
+        labels = self.trusted(found)
         if labels is None:
             raise CellConflict(
                 f"a container named {container} exists and agentcell did not create it",
@@ -405,7 +410,7 @@ class DockerBackend:
                 },
             )
         for container in matches:
-            if container.name != container_name(tenant, name) and self._trusted(container):
+            if container.name != container_name(tenant, name) and self.trusted(container):
                 return container
         return None
 
@@ -443,8 +448,9 @@ class DockerBackend:
         with translated("inspect image", subject=reference):
             return self.client.images.get(reference).labels
 
-    def _trusted(self, container: Container) -> dict[str, str] | None:
-        """agentcell's labels on ``container`` if agentcell set them, else None."""
+    def trusted(self, container: Container) -> dict[str, str] | None:
+        """agentcell's labels on ``container`` if agentcell set them, else None (the image's
+        labels are read once per backend)."""
         image_id = str(container.attrs.get("Image") or "")
         if image_id not in self._image_labels:
             labels: Mapping[str, str] = {}
@@ -487,7 +493,7 @@ class DockerBackend:
         with translated("list cells"):
             containers = self.client.containers.list(all=True, filters={"label": filters})
         return sorted(
-            (self._cell(c) for c in containers if self._trusted(c) is not None),
+            (self._cell(c) for c in containers if self.trusted(c) is not None),
             key=lambda cell: cell.key,
         )
 
@@ -516,7 +522,7 @@ class DockerBackend:
                 return container
             raise CellNotFound(f"no cell {ref}", fix="`agentcell ps` lists the cells")
         container = self._get(ref)
-        if container is not None and self._trusted(container) is not None:
+        if container is not None and self.trusted(container) is not None:
             return container
         with translated("list cells"):
             matches = [
@@ -524,7 +530,7 @@ class DockerBackend:
                 for found in self.client.containers.list(
                     all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_AGENT}={ref}"]}
                 )
-                if self._trusted(found) is not None
+                if self.trusted(found) is not None
             ]
         if len(matches) == 1:
             return matches[0]

@@ -40,7 +40,6 @@ from agentcell.cell.labels import (
     LABEL_SPEC,
     LABEL_TENANT,
     LABEL_UID,
-    trusted_labels,
 )
 from agentcell.cell.names import container_name
 from agentcell.cell.paths import (
@@ -160,7 +159,7 @@ class DockerProof:
             if spec_file is not None:
                 document, source = _pick(documents, container, spec_file)
             else:
-                document, source = _label_spec(container)
+                document, source = _label_spec(container, self.backend)
             subjects.append(
                 ProofSubject(name=ref, container=container, document=document, spec_source=source)
             )
@@ -188,7 +187,7 @@ class DockerProof:
             BackendError: the engine does not answer.
         """
         container = subject.container
-        labels = trusted_labels(container.labels, _image_labels(container)) or {}
+        labels = self.backend.trusted(container) or {}
         tenant = labels.get(LABEL_TENANT)
         pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
         if not tenant or not pid:
@@ -210,7 +209,7 @@ class DockerProof:
         attrs = container.attrs
         host_config = attrs.get("HostConfig") or {}
         binds = [m for m in attrs.get("Mounts") or [] if m.get("Type") == "bind"]
-        labels = trusted_labels(container.labels, _image_labels(container)) or {}
+        labels = self.backend.trusted(container) or {}
         tenant, agent = labels.get(LABEL_TENANT), labels.get(LABEL_AGENT)
         own: list[str] = []
         if tenant and agent:
@@ -393,19 +392,10 @@ def _sandbox_view(data: Any) -> SandboxView:
     )
 
 
-def _image_labels(container: Container) -> Mapping[str, str]:
-    """The labels of the container's image, to tell agentcell's labels from the image's."""
-    image_id = str(container.attrs.get("Image", ""))
-    assert container.client is not None  # containers from a client always carry it
-    with translated("inspect image", subject=image_id[:19]):
-        labels: Mapping[str, str] = container.client.images.get(image_id).labels
-    return labels
-
-
-def _label_spec(container: Container) -> tuple[AgentDocument, str]:
+def _label_spec(container: Container, backend: DockerBackend) -> tuple[AgentDocument, str]:
     labels: Mapping[str, str] = container.labels
     raw = labels.get(LABEL_SPEC)
-    if trusted_labels(labels, _image_labels(container)) is None or raw is None:
+    if backend.trusted(container) is None or raw is None:
         raise SpecError(
             f"container {container.name} carries no agentcell spec (label {LABEL_SPEC}) "
             "that agentcell set",
