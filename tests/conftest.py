@@ -57,8 +57,14 @@ def _engine_objects() -> dict[str, set[str]] | None:
         return None
 
 
+_CGROUPS_BEFORE: set[str] = set()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """With AGENTCELL_CHECK_LEFTOVERS=1 (scripts/test.sh), note what exists before the tests."""
+    """Note the tenant cgroup parents that exist before the tests (every run sweeps the ones
+    the tests leave); with AGENTCELL_CHECK_LEFTOVERS=1 (scripts/test.sh), note every engine
+    object too."""
+    _CGROUPS_BEFORE.update(_tenant_cgroups())
     if os.environ.get("AGENTCELL_CHECK_LEFTOVERS") == "1":
         _BEFORE.update(_engine_objects() or {})
 
@@ -66,9 +72,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run when the tests left a container, network or tenant cgroup behind (empty
     tenant cgroup parents are swept first: see :func:`_sweep_tenant_cgroups`)."""
+    _sweep_tenant_cgroups(_CGROUPS_BEFORE)
     if not _BEFORE:
         return
-    _sweep_tenant_cgroups(_BEFORE.get("tenant cgroup", set()))
     after = _engine_objects() or {}
     leftovers = {kind: sorted(after.get(kind, set()) - names) for kind, names in _BEFORE.items()}
     if any(leftovers.values()):
