@@ -7,9 +7,10 @@ the keys that may sign its images, and string config its agents read from the co
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from agentcell.spec.model import (
     MEMORY_MAX,
@@ -22,6 +23,8 @@ from agentcell.spec.model import (
 
 __all__ = [
     "ConfigKey",
+    "Egress",
+    "EgressRule",
     "IsolationLevel",
     "TenantDocument",
     "TenantKey",
@@ -80,12 +83,92 @@ class TenantTrust(_Model):
     keys: tuple[TenantKey, ...] = Field(default=(), description="Keys trusted for this tenant.")
 
 
+MAX_EGRESS_RULES = 256
+MAX_RULE_PORTS = 16
+DEFAULT_EGRESS_PORTS = (443,)
+# A DNS name, lowercase, optionally starting with one "*." wildcard label (matches one or more
+# labels); "*" alone is accepted so that policy can flag it rather than the loader hide it.
+_EGRESS_NAME = (
+    r"^(\*|(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$"
+)
+EgressName = Annotated[str, StringConstraints(pattern=_EGRESS_NAME, min_length=1, max_length=253)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class EgressRule(_Model):
+    """One destination: a DNS name (``*.pypi.org`` matches any name below pypi.org) or an
+    address range, and the TCP ports allowed to it."""
+
+    name: EgressName | None = Field(default=None, description="DNS name, '*.' wildcard allowed.")
+    cidr: str | None = Field(default=None, description="Address range, e.g. 10.0.0.0/8.")
+    ports: tuple[Port, ...] = Field(
+        default=DEFAULT_EGRESS_PORTS, min_length=1, max_length=MAX_RULE_PORTS,
+        description="TCP ports (default 443).",
+    )  # fmt: skip
+
+    @field_validator("cidr")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_network(value, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an address range like 10.0.0.0/8 ({exc})") from None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> EgressRule:
+        if (self.name is None) == (self.cidr is None):
+            raise ValueError("give exactly one of name or cidr")
+        return self
+
+    def describe(self) -> str:
+        """``name:port,port`` or ``cidr:port``, for logs and findings."""
+        return f"{self.name or self.cidr}:{','.join(str(port) for port in self.ports)}"
+
+
+class Egress(_Model):
+    """Where the tenant's cells may connect outside their network, through the tenant's
+    egress gateway. ``deny`` wins over ``allow``."""
+
+    allow: tuple[EgressRule, ...] = Field(
+        default=(), max_length=MAX_EGRESS_RULES, description="Destinations allowed."
+    )
+    deny: tuple[EgressRule, ...] = Field(
+        default=(), max_length=MAX_EGRESS_RULES, description="Destinations refused even if allowed."
+    )
+
+
 class TenantNetwork(_Model):
-    """The tenant's network. More (egress allow-lists, DNS) comes with tenant networks."""
+    """The tenant's network: one internal network for all its networked cells, reachable only
+    by each other (if ``intra_tenant``), the tenant's resolver and its egress gateway."""
 
     intra_tenant: bool = Field(
         default=True, description="Cells of this tenant may reach each other."
     )
+    egress: Egress = Field(
+        default_factory=lambda: Egress(),
+        description="'none' (default: nothing outside the tenant) or an allow-list.",
+    )
+
+    @field_validator("egress", mode="before")
+    @classmethod
+    def _none(cls, value: object) -> object:
+        if value == "none":
+            return {}
+        if isinstance(value, str):
+            raise ValueError(f"egress is 'none' or a mapping with allow and deny, not {value!r}")
+        return value
+
+    @property
+    def allow(self) -> tuple[EgressRule, ...]:
+        """The allowed destinations (none for ``egress: none``)."""
+        return self.egress.allow
+
+    @property
+    def deny(self) -> tuple[EgressRule, ...]:
+        """The refused destinations."""
+        return self.egress.deny
 
 
 class TenantSpec(_Model):
