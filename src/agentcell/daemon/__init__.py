@@ -1,0 +1,1 @@
+"""The resident host service: sandboxes, pools, commands, files, tenant networks."""

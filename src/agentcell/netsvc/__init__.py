@@ -1,0 +1,1 @@
+"""Each tenant network's services: resolver, egress gateway, decision log."""
