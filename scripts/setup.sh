@@ -8,9 +8,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 AGENTCELL_STEP=setup
 
+# nftables and iproute2 hold and read tenant networks' host rules and routes; nsenter (util-linux)
+# reaches a cell's network namespace.
 # golang-github-docker-docker-dev ships the engine's default seccomp profile, from which
 # scripts/gen-seccomp-strict.py derives the strict one; a unit test checks they still agree.
-PACKAGES=(docker.io crun runsc mmdebstrap docker-registry curl golang-github-docker-docker-dev)
+PACKAGES=(docker.io crun runsc mmdebstrap docker-registry curl golang-github-docker-docker-dev nftables iproute2 util-linux)
 DAEMON_JSON=/etc/docker/daemon.json
 # runsc's own network stack fails on these hosts and its KVM platform hangs: ptrace, no network.
 RUNTIMES_JSON='{
