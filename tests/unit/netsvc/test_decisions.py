@@ -55,7 +55,7 @@ def test_the_log_rotates_and_stays_bounded(tmp_path: Path) -> None:
     log.close()
     assert path.stat().st_size <= 2000
     assert path.with_name("d.jsonl.1").stat().st_size <= 2000
-    names = [entry.name for entry in read_decisions(path)]
+    names = [entry.name or "" for entry in read_decisions(path)]
     assert names[-1] == "n199.example.com"
     assert names == sorted(names, key=lambda n: int(n.split(".")[0][1:]))  # oldest first
 
