@@ -13,11 +13,13 @@ The whole tree, wherever a class is declared (a unit test holds this drawing to 
     ├── SpecError                       a spec file cannot be read, parsed or validated  (exit 2)
     ├── AdmissionError                  policy refused a spec; carries every finding     (exit 2)
     ├── InvalidInput                    an argument or option names nothing              (exit 2)
+    │   └── InvalidRequest              sdk: the host service refused a request's input  (exit 2)
     ├── HostError                       this host lacks something (runtime, tool, file)  (exit 3)
     │   ├── Unreachable                 a service agentcell needs does not answer        (exit 3)
     │   │   ├── EngineUnavailable       the Docker Engine                                (exit 3)
     │   │   ├── ControlPlaneUnavailable the control plane (or its CA bundle is missing)  (exit 3)
-    │   │   └── RegistryUnavailable     an OCI registry                                  (exit 3)
+    │   │   ├── RegistryUnavailable     an OCI registry                                  (exit 3)
+    │   │   └── DaemonUnavailable       sdk: the host service (`agentcell daemon serve`) (exit 3)
     │   └── KernelReadError             verify.procfs: a kernel file cannot be read      (exit 3)
     ├── BackendError                    the engine refused or failed an operation        (exit 1)
     │   ├── CellNotFound                no cell (or engine object) by that name          (exit 2)
@@ -34,10 +36,27 @@ The whole tree, wherever a class is declared (a unit test holds this drawing to 
     ├── ControlPlaneError               controlplane.client: the control plane refused a
     │                                   request or answered nonsense                     (exit 1)
     ├── SettingsError                   controlplane.settings: a malformed setting       (exit 2)
-    └── StorageError                    controlplane.store: the database failed          (exit 1)
+    ├── StorageError                    controlplane.store: the database failed          (exit 1)
+    ├── SandboxNotFound                 no such sandbox for this tenant (404)            (exit 2)
+    ├── TemplateNotFound                no such template for this tenant (404)           (exit 2)
+    ├── CommandNotFound                 no such command in this sandbox (404)            (exit 2)
+    ├── SandboxConflict                 the sandbox is not running (409)                 (exit 2)
+    ├── TimeoutRefused                  a TTL over the template's maximum (400)          (exit 2)
+    ├── FileRefused                     a path outside the tmpfs, a symlink, too large   (exit 2)
+    ├── QuotaExceeded                   the tenant's quota holds no more cells (429)     (exit 2)
+    ├── PoolExhausted                   the pool has handed out its maximum (429)        (exit 2)
+    ├── AuthenticationFailed            sdk: the host service refused the token (401)    (exit 2)
+    ├── CommandTimeout                  sdk: a wait for a background command ran out     (exit 1)
+    └── SandboxError                    sdk: the host service failed a request or
+                                        answered what the client cannot read             (exit 1)
 
 "Unreachable" is one family: whichever service is down, the message names it, says how to
 start it, and the command exits 3, as for anything else this host lacks.
+
+``SandboxNotFound`` to ``PoolExhausted``, the sandbox API's errors, are declared twice
+under one name and meaning: in ``daemon.contract``, raised by the service, and in ``sdk``,
+raised by its client for the same status and reason on the other side of the wire (the SDK
+may import only this module).
 """
 
 from __future__ import annotations
