@@ -1,1 +1,80 @@
-"""The Python client of agentcell's host service."""
+"""The Python client of agentcell's host service (``agentcell daemon serve``).
+
+::
+
+    from agentcell.sdk import Sandbox
+
+    with Sandbox.create("python", timeout=120) as sbx:
+        result = sbx.commands.run("python3 -c 'print(6 * 7)'")
+        sbx.files.write("/workspace/data.csv", open("data.csv", "rb"))
+
+:class:`Sandbox` speaks HTTP with the standard library alone; :class:`AsyncSandbox` is the
+same API for asyncio, over aiohttp, imported only when it is first used. Importing this
+package loads neither pydantic, docker, typer, rich, cryptography nor aiohttp (a unit test
+holds it to that). Every error is an :class:`agentcell.errors.Error`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agentcell.sdk._discovery import DaemonAddress, daemon_dir, discover, running_daemon
+from agentcell.sdk._errors import (
+    AuthenticationFailed,
+    CommandNotFound,
+    CommandTimeout,
+    DaemonUnavailable,
+    FileRefused,
+    InvalidRequest,
+    PoolExhausted,
+    QuotaExceeded,
+    SandboxConflict,
+    SandboxError,
+    SandboxNotFound,
+    TemplateNotFound,
+    TimeoutRefused,
+)
+from agentcell.sdk._models import CommandInfo, CommandResult, FileEntry, SandboxInfo
+from agentcell.sdk._sync import CommandHandle, Commands, Files, Sandbox
+
+if TYPE_CHECKING:
+    from agentcell.sdk._async import AsyncCommandHandle, AsyncSandbox
+
+__all__ = [
+    "AsyncCommandHandle",
+    "AsyncSandbox",
+    "AuthenticationFailed",
+    "CommandHandle",
+    "CommandInfo",
+    "CommandNotFound",
+    "CommandResult",
+    "CommandTimeout",
+    "Commands",
+    "DaemonAddress",
+    "DaemonUnavailable",
+    "FileEntry",
+    "FileRefused",
+    "Files",
+    "InvalidRequest",
+    "PoolExhausted",
+    "QuotaExceeded",
+    "Sandbox",
+    "SandboxConflict",
+    "SandboxError",
+    "SandboxInfo",
+    "SandboxNotFound",
+    "TemplateNotFound",
+    "TimeoutRefused",
+    "daemon_dir",
+    "discover",
+    "running_daemon",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The asyncio client pulls in aiohttp: only on first use.
+    if name in ("AsyncSandbox", "AsyncCommandHandle"):
+        from agentcell.sdk import _async
+
+        return getattr(_async, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
