@@ -351,7 +351,14 @@ def image_bootstrap(
 
 def _register_area_commands() -> None:
     """Commands that live in their area's module (each imports its heavy parts lazily)."""
-    from agentcell.cli import identity_cmds, policy_cmds, proof_cmds, tenant_cmds, trust_cmds
+    from agentcell.cli import (
+        identity_cmds,
+        policy_cmds,
+        proof_cmds,
+        sandbox_cmds,
+        tenant_cmds,
+        trust_cmds,
+    )
 
     app.command("rules")(policy_cmds.rules_command)
     app.command("lint")(policy_cmds.lint_command)
@@ -378,6 +385,9 @@ def _register_area_commands() -> None:
     tenant_app.command("list")(tenant_cmds.tenant_list)
     tenant_app.command("show")(tenant_cmds.tenant_show)
     tenant_app.command("delete")(tenant_cmds.tenant_delete)
+
+    app.add_typer(sandbox_cmds.sandbox_app, name="sandbox")
+    app.command("run")(sandbox_cmds.run_command)
 
 
 _register_area_commands()
