@@ -15,8 +15,6 @@ __all__ = [
     "TENANT_MAX",
     "cgroup_parent",
     "container_name",
-    "is_agentcell_network",
-    "network_name",
 ]
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -34,16 +32,6 @@ LEGACY_PREFIX = "agentcell-"
 def container_name(tenant: str, name: str) -> str:
     """The container name of a cell: ``agentcell_<tenant>_<name>``, one per (tenant, name)."""
     return NAME_SEPARATOR.join((NAME_PREFIX, tenant, name))
-
-
-def network_name(tenant: str, network: str) -> str:
-    """The engine network behind a spec's ``network: <name>`` for ``tenant``."""
-    return NAME_SEPARATOR.join((NAME_PREFIX, tenant, network))
-
-
-def is_agentcell_network(name: str) -> bool:
-    """Whether ``name`` has the form of a network agentcell makes (new or old scheme)."""
-    return name.startswith((NAME_PREFIX + NAME_SEPARATOR, LEGACY_PREFIX))
 
 
 CGROUP_ROOT = "/agentcell"

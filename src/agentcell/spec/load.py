@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 
 from agentcell.cell.fields import FieldPath, dotted
 from agentcell.errors import Location, SpecError
-from agentcell.spec.model import AgentDocument
+from agentcell.spec.model import TENANT_NETWORK_ERROR, TENANT_NETWORK_FIX, AgentDocument
 from agentcell.spec.tenant import TenantDocument
 
 __all__ = [
@@ -400,6 +400,8 @@ def explain_validation_error(
             where=where,
             fix=f"add '{name}:' under {parent}",
         )
+    if kind == TENANT_NETWORK_ERROR:
+        return SpecError(message, where=where, fix=TENANT_NETWORK_FIX)
     if kind == "extra_forbidden":
         name = str(path[-1]) if path else "?"
         allowed = _allowed_fields(root, path[:-1])

@@ -22,9 +22,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from agentcell.cell.labels import LABEL_PREFIX
 from agentcell.cell.names import DNS_LABEL, NAME_MAX, TENANT_MAX
+from agentcell.cell.network import TENANT_NETWORK
 from agentcell.cell.paths import DOCKER_SOCKET
 from agentcell.spec.units import format_bytes, parse_bytes, parse_duration_ns
 
@@ -33,12 +35,16 @@ __all__ = [
     "CAPABILITIES",
     "CAPABILITY_BITS",
     "KIND",
+    "NETWORK_CHOICES",
+    "TENANT_NETWORK_ERROR",
+    "TENANT_NETWORK_FIX",
     "AgentDocument",
     "AgentSpec",
     "Healthcheck",
     "HostAccess",
     "HostMount",
     "Metadata",
+    "NetworkChoice",
     "PolicyException",
     "Resources",
     "RestartPolicy",
@@ -335,6 +341,14 @@ class PolicyException(_Model):
     reason: str = Field(min_length=10, max_length=1000, description="Why the exception is safe.")
 
 
+NetworkChoice = Literal["none", "tenant"]
+"""A cell has no network (``none``) or joins its tenant's one network (``tenant``)."""
+NETWORK_CHOICES: tuple[str, ...] = ("none", TENANT_NETWORK)
+TENANT_NETWORK_ERROR = "tenant_network"
+"""The error type of a ``network:`` value other than :data:`NETWORK_CHOICES`."""
+TENANT_NETWORK_FIX = f"tenants have one network: write network: {TENANT_NETWORK}"
+
+
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._:/@-]*$", re.IGNORECASE)
 
 
@@ -354,9 +368,13 @@ class AgentSpec(_Model):
     resources: Resources = Field(default_factory=Resources)
     security: Security = Field(default_factory=Security)
     host: HostAccess = Field(default_factory=HostAccess)
-    network: Name = Field(
+    network: NetworkChoice = Field(
         default="none",
-        description="'none' (no interface but loopback) or the name of a tenant network.",
+        description=(
+            "'none' (no interface but loopback) or 'tenant': the tenant's one internal network, "
+            "where its cells reach each other (if the tenant allows it), the tenant's resolver "
+            "and its egress gateway, and nothing else."
+        ),
     )
     identity: bool = Field(
         default=False,
@@ -372,6 +390,18 @@ class AgentSpec(_Model):
     exceptions: tuple[PolicyException, ...] = Field(
         default=(), description="Reasoned exceptions to named policy rules."
     )
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _one_network(cls, value: object) -> object:
+        if value not in NETWORK_CHOICES:
+            # The loader turns this error type into the fix below.
+            raise PydanticCustomError(
+                TENANT_NETWORK_ERROR,
+                "{value} is not a network a cell can join",
+                {"value": repr(value)},
+            )
+        return value
 
     @field_validator("image")
     @classmethod

@@ -12,7 +12,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from agentcell.cell.names import container_name, network_name
+from agentcell.cell.names import container_name
+from agentcell.cell.network import tenant_network
 from tests.conftest import Created
 
 AGENTCELL = Path(sys.executable).with_name("agentcell")
@@ -56,6 +57,11 @@ CASES = {
     "wrong type": ("  resources:\n    pids: many\n", ":9: spec.resources.pids", "integer"),
     "negative limit": ("  resources:\n    cpus: -2\n", ":9: spec.resources.cpus", "greater"),
     "absurd limit": ("  resources:\n    memory: 99999g\n", ":9: spec.resources.memory", "less"),
+    "named network": (
+        "  network: backend\n",
+        ":8: spec.network",
+        "fix: tenants have one network: write network: tenant",
+    ),
 }
 
 
@@ -127,12 +133,12 @@ def test_runsc_with_a_network_is_refused_on_this_host(
     docker_client: docker.DockerClient, tmp_path: Path, tenant: str
 ) -> None:
     # pids leaves gVisor's own threads room, so the refusal is about the network alone.
-    extra = "  network: backend\n  resources: {pids: 512}\n  security:\n    runtime: runsc\n"
+    extra = "  network: tenant\n  resources: {pids: 512}\n  security:\n    runtime: runsc\n"
     result = up(write(tmp_path, spec(tenant, extra=extra)))
     assert result.returncode == 3, result.stderr
     assert "runs without networking on this host" in result.stderr
     assert cells_of(docker_client, tenant) == []
-    assert docker_client.networks.list(names=[network_name(tenant, "backend")]) == []
+    assert docker_client.networks.list(names=[tenant_network(tenant)]) == []
 
 
 @pytest.mark.parametrize("policy", ["restricted", "monitoring-agent"])

@@ -17,7 +17,8 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from agentcell.cell.names import container_name, network_name
+from agentcell.cell.names import container_name
+from agentcell.cell.network import tenant_network
 from agentcell.cell.users import UID_RANGE
 from agentcell.errors import CellConflict
 from agentcell.policy import AdmittedSpec, admit
@@ -59,6 +60,9 @@ def prefix(backend: DockerBackend) -> Iterator[str]:
         for cell in backend.cells():
             if cell.tenant.startswith(value):
                 backend.down(cell.tenant, cell.agent)
+        for network in backend.networks.all():
+            if network.tenant.startswith(value):
+                backend.remove_tenant_network(network.tenant)
 
 
 def in_cell(container: Container, program: str) -> dict[str, Any]:
@@ -105,13 +109,13 @@ def test_pairs_that_collided_run_side_by_side(
 def test_tenant_networks_of_colliding_pairs_stay_apart(
     backend: DockerBackend, prefix: str, docker_client: docker.DockerClient
 ) -> None:
-    # (a, b-c) / (a-b, c): the networks were both agentcell-a-b-c.
-    server = admitted(f"{prefix}a-b", "server", extra="  network: c\n")
-    client = admitted(f"{prefix}a", "client", extra="  network: b-c\n")
+    # Tenants a and a-b: each has its own network, and one reaches nothing of the other.
+    server = admitted(f"{prefix}a-b", "server", extra="  network: tenant\n")
+    client = admitted(f"{prefix}a", "client", extra="  network: tenant\n")
     server_cell = backend.up(server).cell
     client_cell = backend.up(client).cell
-    assert server_cell.network == network_name(f"{prefix}a-b", "c")
-    assert client_cell.network == network_name(f"{prefix}a", "b-c")
+    assert server_cell.network == tenant_network(f"{prefix}a-b")
+    assert client_cell.network == tenant_network(f"{prefix}a")
     assert server_cell.network != client_cell.network
     listener = backend.container(server_cell.key)
     listener.exec_run(

@@ -10,12 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentcell.cell.labels import LABEL_SPEC, LABEL_SPEC_HASH
-from agentcell.cell.names import container_name, network_name
+from agentcell.cell.labels import LABEL_AGENT, LABEL_SPEC, LABEL_SPEC_HASH
+from agentcell.cell.names import container_name
+from agentcell.cell.network import tenant_network
 from agentcell.cell.users import UNALLOCATED
 from agentcell.errors import SpecError
 from agentcell.policy import AdmittedSpec, admit
-from agentcell.runtime.docker.translate import BindMount, settings_for
+from agentcell.runtime.docker.translate import (
+    RESOLV_CONF,
+    BindMount,
+    TenantAttachment,
+    settings_for,
+)
 from agentcell.spec.load import load_paths, load_text
 from agentcell.spec.model import AgentDocument
 from tests.policies import AdmitAll
@@ -140,9 +146,40 @@ def test_host_access_is_rendered_read_only() -> None:
     assert kwargs["pid_mode"] == "host"
 
 
-def test_named_network_maps_to_a_tenant_network() -> None:
-    settings = settings_for(admitted(MINIMAL + "  network: backend\n"))
-    assert settings.network_mode == settings.internal_network == "agentcell_acme_backend"
+def test_network_tenant_joins_the_tenants_one_network_under_the_agent_name() -> None:
+    settings = settings_for(admitted(MINIMAL + "  network: tenant\n"))
+    assert settings.network_mode == settings.internal_network == "agentcell_acme"
+    kwargs = settings.sdk_kwargs()
+    assert "network_mode" not in kwargs
+    assert kwargs["network"] == "agentcell_acme"
+    assert kwargs["networking_config"]["agentcell_acme"]["Aliases"] == [
+        settings.labels[LABEL_AGENT]
+    ]
+    # Without the network's gateway (render, host checks) nothing of the attachment is set.
+    assert settings.dns == ()
+    assert all(mount.target != RESOLV_CONF for mount in settings.mounts)
+
+
+def test_a_tenant_attachment_sends_dns_and_proxies_to_the_gateway_only() -> None:
+    doc = admitted(MINIMAL + "  network: tenant\n")
+    attachment = TenantAttachment(
+        gateway="172.30.0.1", resolv_conf="/run/agentcell/net/acme/resolv.conf", no_proxy=("a", "b")
+    )
+    settings = settings_for(doc, attachment=attachment)
+    plain = settings_for(doc)
+    assert settings.dns == ("172.30.0.1",)
+    assert settings.sdk_kwargs()["dns"] == ["172.30.0.1"]
+    resolv = [mount for mount in settings.mounts if mount.target == RESOLV_CONF]
+    assert [(m.source, m.read_only) for m in resolv] == [
+        ("/run/agentcell/net/acme/resolv.conf", True)
+    ]
+    assert settings.environment["HTTPS_PROXY"] == "http://172.30.0.1:3128"
+    assert settings.environment["http_proxy"] == "http://172.30.0.1:3128"
+    assert settings.environment["NO_PROXY"] == "a,b"
+    # agentcell's additions are not the spec's: the spec hash and spec label stay the same.
+    assert settings.labels[LABEL_SPEC_HASH] == plain.labels[LABEL_SPEC_HASH]
+    assert settings.labels[LABEL_SPEC] == plain.labels[LABEL_SPEC]
+    assert "--dns" in settings.docker_run_argv()
 
 
 def test_custom_seccomp_profile_is_inlined(tmp_path: Path) -> None:
@@ -188,7 +225,7 @@ def test_pinned_uid_wins_over_an_allocation() -> None:
 def test_cell_and_network_names_are_injective(t1: str, n1: str, t2: str, n2: str) -> None:
     if (t1, n1) != (t2, n2):
         assert container_name(t1, n1) != container_name(t2, n2)
-        assert network_name(t1, n1) != network_name(t2, n2)
+        assert (tenant_network(t1) == tenant_network(t2)) == (t1 == t2)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +235,6 @@ def test_names_that_collided_under_the_dash_scheme_are_apart(
     first: tuple[str, str], second: tuple[str, str]
 ) -> None:
     assert container_name(*first) != container_name(*second)
-    assert network_name(*first) != network_name(*second)
 
 
 def test_logs_are_bounded_and_carry_the_tenant() -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import docker
 from docker.models.containers import Container
-from docker.models.networks import Network
 
 from agentcell.cell.labels import (
     LABEL_AGENT,
@@ -30,11 +29,12 @@ from agentcell.cell.labels import (
     agentcell_labels,
     trusted_labels,
 )
-from agentcell.cell.names import container_name, is_agentcell_network
+from agentcell.cell.names import container_name
 from agentcell.errors import (
     BackendError,
     CellConflict,
     CellNotFound,
+    HostError,
     ImageError,
     ImageNotFound,
     Location,
@@ -45,8 +45,14 @@ from agentcell.runtime.cgroups import TenantCgroup, TenantLimits
 from agentcell.runtime.docker.client import DEFAULT_API_VERSION, connect, translated
 from agentcell.runtime.docker.effective import cpu_limit
 from agentcell.runtime.docker.host import HostFacts
+from agentcell.runtime.docker.networks import NetworkState, TenantNetworks
 from agentcell.runtime.docker.registry import EngineImages, pull_if_missing
-from agentcell.runtime.docker.translate import BindMount, ContainerSettings, settings_for
+from agentcell.runtime.docker.translate import (
+    BindMount,
+    ContainerSettings,
+    TenantAttachment,
+    settings_for,
+)
 from agentcell.runtime.uids import allocation_lock, choose_uid, host_process_uids, uid_range
 
 __all__ = ["DockerBackend"]
@@ -61,6 +67,7 @@ class DockerBackend:
         self.client = client
         self._facts: HostFacts | None = None
         self._image_labels: dict[str, Mapping[str, str]] = {}
+        self.networks = TenantNetworks(client)
 
     @classmethod
     def connect(cls, environ: Mapping[str, str] | None = None) -> DockerBackend:
@@ -111,8 +118,13 @@ class DockerBackend:
         A container found by the cell's name that belongs to another tenant or agent is never
         touched, and neither is one agentcell did not make.
 
+        A cell with ``network: tenant`` joins its tenant's network (made, with its host rules,
+        when missing), with DNS and HTTP(S) proxy through the gateway address and no default
+        route.
+
         Raises:
-            HostError: the host cannot honour the spec (runtime absent, no network under runsc).
+            HostError: the host cannot honour the spec (runtime absent, no network under runsc),
+                or the tenant network's host rules could not be installed.
             CellConflict: the container name belongs to something agentcell did not create.
             ImageError: the image is not on this host.
             BackendError: the engine refused to create or start the cell.
@@ -149,6 +161,7 @@ class DockerBackend:
         labels: Mapping[str, str] | None = None,
     ) -> UpResult:
         tenant, name = admitted.doc.document.key
+        spec = admitted.doc.document.spec
         settings = settings_for(
             admitted,
             image=image,
@@ -161,6 +174,35 @@ class DockerBackend:
         self.check_host(settings)
         where = admitted.doc.where("metadata", "name")
         existing = self._owned(settings.name, tenant, name, where=where)
+        network: NetworkState | None = None
+        made_network = False
+        if settings.internal_network is not None and not spec.host.network:
+            network, made_network = self.networks.ensure(tenant)
+            settings = settings_for(
+                admitted,
+                image=image,
+                extra_mounts=extra_mounts,
+                extra_env=extra_env,
+                image_trust=image_trust,
+                uid=uids.get((tenant, name)),
+                extra_labels=labels,
+                attachment=self._attachment(network, tenant, name),
+            )
+        try:
+            return self._bring(settings, existing, tenant, name)
+        except BaseException:
+            if made_network:
+                with contextlib.suppress(BackendError, HostError):
+                    self.networks.remove(tenant)
+            raise
+
+    def _attachment(self, network: NetworkState, tenant: str, name: str) -> TenantAttachment:
+        names = [cell.agent for cell in self.cells(tenant=tenant)]
+        return self.networks.attachment(network, names=[*names, name])
+
+    def _bring(
+        self, settings: ContainerSettings, existing: Container | None, tenant: str, name: str
+    ) -> UpResult:
         if existing is None:
             legacy = self._legacy(tenant, name)
             if legacy is not None:
@@ -178,10 +220,12 @@ class DockerBackend:
             and labels.get(LABEL_SPEC_HASH) == settings.labels[LABEL_SPEC_HASH]
         ):
             if existing.status == "running":
+                self._close_routes(existing, settings)
                 return UpResult(cell=self._cell(existing), action="unchanged")
             with translated("start", subject=settings.name):
                 existing.start()
                 existing.reload()
+            self._close_routes(existing, settings)
             return UpResult(cell=self._cell(existing), action="started")
         self._require_image(settings.image)
         self._remove(existing)
@@ -284,57 +328,45 @@ class DockerBackend:
         )
 
     def _create(self, settings: ContainerSettings) -> Cell:
-        if settings.internal_network is not None:
-            self._ensure_network(settings)
-        try:
-            with translated("create", subject=settings.name):
-                container = self.client.containers.create(**settings.sdk_kwargs())
-        except (BackendError, ImageError):
-            self._prune_network(settings.network_mode)
-            raise
+        with translated("create", subject=settings.name):
+            container = self.client.containers.create(**settings.sdk_kwargs())
         try:
             with translated("start", subject=settings.name):
                 container.start()
                 container.reload()
-        except BackendError:
+            self._close_routes(container, settings)
+        except (BackendError, HostError):
             self._remove(container)
-            self._prune_network(settings.network_mode)
             raise
         return self._cell(container)
 
-    def _ensure_network(self, settings: ContainerSettings) -> None:
-        name = settings.internal_network
-        assert name is not None
-        tenant = settings.labels[LABEL_TENANT]
-        network = self._network(name)
-        if network is not None:
-            labels = network.attrs.get("Labels") or {}
-            owner = labels.get(LABEL_TENANT)
-            if labels.get(LABEL_MANAGED) != "true" or owner != tenant:
-                raise CellConflict(
-                    f"network {name} belongs to "
-                    + (f"tenant {owner}" if owner else "something agentcell did not create")
-                    + f", not tenant {tenant}; cell {settings.name} will not join it",
-                    fix=f"remove or rename that network (docker network rm {name})",
-                )
+    def _close_routes(self, container: Container, settings: ContainerSettings) -> None:
+        """Delete the default route the engine gives a cell on an internal network."""
+        if settings.internal_network is None:
             return
-        with translated("create network", subject=name):
-            # Internal: no gateway out of the host; tenant cells reach only each other.
-            self.client.networks.create(
-                name,
-                driver="bridge",
-                internal=True,
-                labels={LABEL_MANAGED: "true", LABEL_TENANT: tenant},
-            )
+        pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
+        self.networks.drop_default_routes(pid)
 
-    def _network(self, name: str) -> Network | None:
-        """The network called exactly ``name``: the engine's name filter matches substrings."""
-        with translated("look up network", subject=name):
-            for network in self.client.networks.list(names=[name]):
-                if network.name == name:
-                    network.reload()
-                    return network
-        return None
+    # -- tenant networks ---------------------------------------------------------------------
+
+    def ensure_tenant_network(self, tenant: str, *, intra_tenant: bool) -> None:
+        """Make the tenant's network (if missing) and install its host rules with the tenant
+        document's intra-tenant setting (``apply``).
+
+        Raises:
+            CellConflict, HostError, BackendError: as :meth:`TenantNetworks.ensure`.
+        """
+        self.networks.ensure(tenant, intra_tenant=intra_tenant)
+
+    def remove_tenant_network(self, tenant: str) -> bool:
+        """Remove the tenant's network, host rules and files, with the tenant; False when it
+        had no network.
+
+        Raises:
+            CellConflict: a container is still on the network.
+            HostError: the host rules could not be removed.
+        """
+        return self.networks.remove(tenant)
 
     def _require_image(self, reference: str) -> None:
         try:
@@ -360,9 +392,8 @@ class DockerBackend:
             container = self._legacy(tenant, name)
         if container is None:
             return False
-        network = container.attrs["HostConfig"].get("NetworkMode", "")
+        # The tenant's network stays: it goes with the tenant (remove_tenant_network).
         self._remove(container, timeout_s=timeout_s)
-        self._prune_network(network)
         if not self.cells(tenant=tenant):
             self.tenant_cgroup(tenant).remove()
         return True
@@ -469,19 +500,6 @@ class DockerBackend:
             container.stop(timeout=timeout_s)
         with contextlib.suppress(CellNotFound), translated("remove", subject=name):
             container.remove(force=True)
-
-    def _prune_network(self, name: str) -> None:
-        if not is_agentcell_network(name):
-            return
-        network = self._network(name)
-        if network is None:
-            return
-        if (network.attrs.get("Labels") or {}).get(LABEL_MANAGED) == "true" and not (
-            network.attrs.get("Containers")
-        ):
-            # Another cell may have joined in the meantime; then it stays.
-            with contextlib.suppress(BackendError), translated("remove network", subject=name):
-                network.remove()
 
     # -- reading -----------------------------------------------------------------------------
 

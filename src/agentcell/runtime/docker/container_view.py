@@ -40,6 +40,8 @@ from agentcell.policy.view import (
     PortFact,
     TmpfsFact,
 )
+from agentcell.runtime.docker.networks import tenant_net_dir
+from agentcell.runtime.docker.translate import RESOLV_CONF
 
 __all__ = ["INSPECT_PATHS", "view_of_container"]
 
@@ -239,7 +241,8 @@ def view_of_container(
                 propagation=mount.propagation or "rprivate",
                 field=("Mounts", index),
                 # Only agentcell's cells, and only at the exact places agentcell mounts to.
-                provided=managed and normalize_host_path(mount.destination) in PROVIDED_TARGETS,
+                provided=managed
+                and _provided(mount.source, mount.destination, labels.get(LABEL_TENANT, "")),
             )
             for index, mount in enumerate(inspect.mounts or [])
             if mount.type == "bind"
@@ -460,3 +463,16 @@ def _container_origin(name: str) -> Callable[[FieldPath], Location]:
         return Location(file=f"container {name}", field=dotted(path) or None)
 
     return origin
+
+
+def _provided(source: str, destination: str, tenant: str) -> bool:
+    """Whether agentcell itself mounts ``source`` at ``destination`` in a cell of ``tenant``:
+    its identity and the agents' socket directory, or its tenant network's resolv.conf."""
+    target = normalize_host_path(destination)
+    if target in PROVIDED_TARGETS:
+        return True
+    return (
+        bool(tenant)
+        and target == RESOLV_CONF
+        and normalize_host_path(source) == str(tenant_net_dir(tenant) / "resolv.conf")
+    )

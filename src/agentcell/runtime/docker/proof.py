@@ -53,6 +53,8 @@ from agentcell.errors import BackendError, CellNotFound, Location, SpecError
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.images import BASE_IMAGE
+from agentcell.runtime.docker.networks import tenant_net_dir
+from agentcell.runtime.docker.translate import RESOLV_CONF
 from agentcell.runtime.uids import with_cell_ids
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import AgentDocument
@@ -222,6 +224,13 @@ class DockerProof:
                     str(m.get("Source", "")).endswith(f"/identity/{tenant}/{agent}")
                     or str(m.get("Source", "")).endswith("/controlplane")
                 )
+            ]
+            # And, on its tenant's network, the tenant's resolv.conf (the gateway alone).
+            resolv = str(tenant_net_dir(tenant) / "resolv.conf")
+            own += [
+                str(m.get("Source"))
+                for m in binds
+                if m.get("Destination") == RESOLV_CONF and m.get("Source") == resolv
             ]
         exposure = CellExposure(
             container_id=container.id or "",

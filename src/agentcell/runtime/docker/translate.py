@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker.types
+
 from agentcell.cell.labels import (
     LABEL_AGENT,
     LABEL_EXCEPTIONS,
@@ -28,7 +30,8 @@ from agentcell.cell.labels import (
     LABEL_TENANT,
     LABEL_UID,
 )
-from agentcell.cell.names import cgroup_parent, container_name, network_name
+from agentcell.cell.names import cgroup_parent, container_name
+from agentcell.cell.network import PROXY_PORT, TENANT_NETWORK, tenant_network
 from agentcell.cell.paths import DOCKER_SOCKET
 from agentcell.cell.seccomp import strict_profile_json, strict_profile_path
 from agentcell.cell.units import NANO, nanos_from_cpus
@@ -40,8 +43,10 @@ from agentcell.spec.units import format_bytes
 
 __all__ = [
     "LOG_OPTIONS",
+    "RESOLV_CONF",
     "BindMount",
     "ContainerSettings",
+    "TenantAttachment",
     "settings_for",
     "spec_hash",
     "spec_json",
@@ -103,6 +108,37 @@ class BindMount:
         )
 
 
+RESOLV_CONF = "/etc/resolv.conf"
+"""Where a networked cell finds its resolver: agentcell's file, bound read-only over the
+engine's."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantAttachment:
+    """What a cell on its tenant's network gets besides the network: known only once the
+    network exists (its gateway address), so the backend passes it in."""
+
+    gateway: str
+    """The bridge's gateway address, where agentcell serves the tenant's resolver and gateway."""
+    resolv_conf: str
+    """The host file naming only the gateway as nameserver (``<run>/net/<tenant>/resolv.conf``)."""
+    no_proxy: tuple[str, ...] = ()
+    """The tenant's cell names, reached directly rather than through the egress gateway."""
+
+    def environment(self) -> dict[str, str]:
+        """The proxy variables: HTTP(S) through the tenant's egress gateway."""
+        proxy = f"http://{self.gateway}:{PROXY_PORT}"
+        no_proxy = ",".join(self.no_proxy)
+        return {
+            "HTTPS_PROXY": proxy,
+            "HTTP_PROXY": proxy,
+            "https_proxy": proxy,
+            "http_proxy": proxy,
+            "NO_PROXY": no_proxy,
+            "no_proxy": no_proxy,
+        }
+
+
 @dataclass(frozen=True, kw_only=True)
 class ContainerSettings:
     """Everything agentcell asks the engine for one cell."""
@@ -133,6 +169,10 @@ class ContainerSettings:
     cgroup_parent: str
     """The tenant's cgroup parent (``/agentcell/<tenant>``), which bounds the sum of its cells."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    dns: tuple[str, ...] = ()
+    """Where the engine's embedded DNS (127.0.0.11) forwards: only the tenant's resolver."""
+    network_aliases: tuple[str, ...] = ()
+    """Names the cell has on its tenant network (its agent name)."""
 
     def sdk_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``DockerClient.containers.create`` (and ``run``)."""
@@ -153,6 +193,7 @@ class ContainerSettings:
             "memswap_limit": self.memswap_limit,
             "pids_limit": self.pids_limit,
             "network_mode": self.network_mode,
+            "dns": list(self.dns) or None,
             "pid_mode": self.pid_mode,
             "mounts": [mount.engine_mount() for mount in self.mounts],
             "restart_policy": {"Name": self.restart_policy}
@@ -173,6 +214,15 @@ class ContainerSettings:
             "labels": dict(self.labels),
             "detach": True,
         }
+        if self.internal_network is not None:
+            # Joined at creation with the agent name as alias (network_mode cannot carry one).
+            del kwargs["network_mode"]
+            kwargs["network"] = self.internal_network
+            kwargs["networking_config"] = {
+                self.internal_network: docker.types.EndpointConfig(
+                    "1.41", aliases=list(self.network_aliases) or None
+                )
+            }
         return {key: value for key, value in kwargs.items() if value is not None}
 
     def docker_run_argv(self) -> list[str]:
@@ -199,6 +249,10 @@ class ContainerSettings:
         argv += ["--memory-swap", format_bytes(self.memswap_limit)]
         argv += ["--pids-limit", str(self.pids_limit)]
         argv += ["--network", self.network_mode]
+        for alias in self.network_aliases:
+            argv += ["--network-alias", alias]
+        for server in self.dns:
+            argv += ["--dns", server]
         if self.pid_mode:
             argv += ["--pid", self.pid_mode]
         for mount in self.mounts:
@@ -270,6 +324,7 @@ def settings_for(
     image_trust: str | None = None,
     uid: int | None = None,
     extra_labels: Mapping[str, str] | None = None,
+    attachment: TenantAttachment | None = None,
 ) -> ContainerSettings:
     """Docker settings for an admitted spec.
 
@@ -279,6 +334,9 @@ def settings_for(
     image was checked (e.g. "signature verified: ..."), for ``ps`` and ``inspect``. ``uid`` is
     the host uid (and gid) allocated to the cell when its spec pins none; without one the
     settings show :data:`~agentcell.runtime.uids.UNALLOCATED` (for ``render`` and host checks).
+    ``attachment`` is what a cell on its tenant's network gets once the network exists (DNS
+    only through the tenant's resolver, its resolv.conf, the proxy variables); like the
+    identity mounts it is agentcell's, not the spec's, and does not change the hash.
 
     Raises:
         SpecError: a seccomp profile file named by the spec cannot be read.
@@ -303,12 +361,22 @@ def settings_for(
         mounts.append(BindMount(source=DOCKER_SOCKET, target=DOCKER_SOCKET, read_only=True))
     mounts.extend(extra_mounts)
 
+    dns: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    network_env: dict[str, str] = {}
     if spec.host.network:
         network_mode, internal = "host", None
-    elif spec.network == "none":
-        network_mode, internal = "none", None
+    elif spec.network == TENANT_NETWORK:
+        network_mode = internal = tenant_network(tenant)
+        aliases = (name,)
+        if attachment is not None:
+            dns = (attachment.gateway,)
+            mounts.append(
+                BindMount(source=attachment.resolv_conf, target=RESOLV_CONF, read_only=True)
+            )
+            network_env = attachment.environment()
     else:
-        network_mode = internal = network_name(tenant, spec.network)
+        network_mode, internal = "none", None
 
     healthcheck: dict[str, Any] | None = None
     if spec.healthcheck is not None:
@@ -348,7 +416,7 @@ def settings_for(
         image=image or spec.image,
         entrypoint=spec.command,
         command=spec.args,
-        environment={**spec.env, **(extra_env or {})},
+        environment={**spec.env, **network_env, **(extra_env or {})},
         user=f"{cell_uid}:{cell_gid}",
         cap_add=security.capabilities,
         security_opt=tuple(security_opt),
@@ -371,6 +439,8 @@ def settings_for(
         runtime=security.runtime,
         cgroup_parent=cgroup_parent(tenant),
         labels=labels,
+        dns=dns,
+        network_aliases=aliases,
     )
 
 
