@@ -14,6 +14,9 @@ __all__ = [
     "LABEL_PREFIX",
     "LABEL_PROBE",
     "LABEL_RUNTIME",
+    "LABEL_SANDBOX",
+    "LABEL_SANDBOX_POOL",
+    "LABEL_SANDBOX_TEMPLATE",
     "LABEL_SOURCE",
     "LABEL_SPEC",
     "LABEL_SPEC_HASH",
@@ -39,6 +42,14 @@ LABEL_IMAGE_REQUESTED = "org.agentcell.image-requested"
 LABEL_IMAGE_TRUST = "org.agentcell.image-trust"
 LABEL_APPLIED = "org.agentcell.applied"
 """On cells ``agentcell apply`` made: only those may ``apply --prune`` remove."""
+LABEL_SANDBOX = "org.agentcell.sandbox"
+"""On a sandbox's cell (``true``): the host service made it, and removes it when no sandbox
+record holds it."""
+LABEL_SANDBOX_TEMPLATE = "org.agentcell.sandbox.template"
+"""The template a sandbox's cell was made from."""
+LABEL_SANDBOX_POOL = "org.agentcell.sandbox.pool"
+"""How the cell was born: ``warm`` (for the pool, before anyone asked) or ``cold`` (for one
+caller). Labels cannot change, so whether a warm cell was handed out is in the service's store."""
 LABEL_PROBE = "org.agentcell.probe"
 """On the canary and neighbour containers a probe run starts (they are not cells)."""
 

@@ -8,9 +8,7 @@ commands.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -84,7 +82,6 @@ def verify_command(
     from agentcell.cli.names import InvalidInput
     from agentcell.runtime.docker.backend import DockerBackend
     from agentcell.runtime.docker.proof import DockerProof
-    from agentcell.verify.compare import verify
 
     if not names and not all_:
         raise InvalidInput("no cell to verify", fix="name a cell (TENANT/AGENT) or pass --all")
@@ -92,23 +89,10 @@ def verify_command(
     backend = DockerBackend.connect()
     try:
         proof = DockerProof(backend)
-        reports = []
-        for subject in proof.subjects(names or [], all_cells=all_, spec_file=spec_file):
-            started = time.perf_counter()
-            target = proof.target(subject)
-            report = verify(subject.document, target, spec_source=subject.spec_source)
-            # Isolation from the host is not isolation from the next cell.
-            report = dataclasses.replace(
-                report,
-                checks=(
-                    *report.checks,
-                    *proof.neighbour_checks(subject),
-                    *proof.tenant_checks(subject),
-                ),
-            )
-            # The time shown covers the engine's part too (for gVisor, an exec in the cell).
-            elapsed = (time.perf_counter() - started) * 1000
-            reports.append(dataclasses.replace(report, elapsed_ms=elapsed))
+        reports = [
+            proof.report(subject)
+            for subject in proof.subjects(names or [], all_cells=all_, spec_file=spec_file)
+        ]
     finally:
         backend.close()
     if wants_json(output, json_alias):

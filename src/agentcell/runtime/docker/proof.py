@@ -13,6 +13,7 @@ it. This module provides them, and implements :class:`agentcell.verify.probe.Pro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -58,7 +59,7 @@ from agentcell.runtime.docker.translate import RESOLV_CONF
 from agentcell.runtime.uids import with_cell_ids
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import AgentDocument
-from agentcell.verify.compare import Check
+from agentcell.verify.compare import Check, VerifyReport, verify
 from agentcell.verify.facts import (
     DOCKER_RUNTIME_STATE,
     CellTarget,
@@ -166,6 +167,21 @@ class DockerProof:
                 ProofSubject(name=ref, container=container, document=document, spec_source=source)
             )
         return subjects
+
+    def report(self, subject: ProofSubject) -> VerifyReport:
+        """``agentcell verify`` of one subject: the kernel's view compared with its spec, and
+        what it can reach of its neighbours and whether it sits in its tenant's cgroup parent
+        (isolation from the host is not isolation from the next cell).
+
+        Raises:
+            BackendError: the engine does not answer.
+        """
+        started = time.perf_counter()
+        report = verify(subject.document, self.target(subject), spec_source=subject.spec_source)
+        checks = (*report.checks, *self.neighbour_checks(subject), *self.tenant_checks(subject))
+        # The time covers the engine's part too (for gVisor, an exec in the cell).
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return dataclasses.replace(report, checks=checks, elapsed_ms=elapsed_ms)
 
     def _container(self, ref: str, *, any_container: bool) -> Container:
         if any_container and "/" not in ref:
