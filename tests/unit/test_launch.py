@@ -92,6 +92,13 @@ class RecordingBackend:
         self.calls.append(f"down {tenant}/{name}")
         return True
 
+    def ensure_tenant_network(self, tenant: str, *, intra_tenant: bool) -> None:
+        self.calls.append(f"network {tenant} intra={intra_tenant}")
+
+    def remove_tenant_network(self, tenant: str) -> bool:
+        self.calls.append(f"remove network {tenant}")
+        return True
+
 
 @dataclass(frozen=True)
 class Token:

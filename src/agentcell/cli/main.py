@@ -353,6 +353,7 @@ def _register_area_commands() -> None:
     """Commands that live in their area's module (each imports its heavy parts lazily)."""
     from agentcell.cli import (
         identity_cmds,
+        net_cmds,
         policy_cmds,
         proof_cmds,
         sandbox_cmds,
@@ -385,6 +386,8 @@ def _register_area_commands() -> None:
     tenant_app.command("list")(tenant_cmds.tenant_list)
     tenant_app.command("show")(tenant_cmds.tenant_show)
     tenant_app.command("delete")(tenant_cmds.tenant_delete)
+
+    app.add_typer(net_cmds.net_app, name="net")
 
     app.add_typer(sandbox_cmds.sandbox_app, name="sandbox")
     app.command("run")(sandbox_cmds.run_command)

@@ -230,6 +230,7 @@ def tenant_delete(
         )
     for cell in own:
         backend.down(cell.tenant, cell.agent)
+    backend.remove_tenant_network(tenant)
     backend.tenant_cgroup(tenant).remove()
     deleted = admin.delete_tenant(tenant)
     if wants_json(output, json_alias):

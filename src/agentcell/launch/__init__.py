@@ -97,6 +97,14 @@ class CellBackend(Protocol):
         """Stop and remove one cell; False when there was none."""
         ...
 
+    def ensure_tenant_network(self, tenant: str, *, intra_tenant: bool) -> None:
+        """Make the tenant's network if missing and install its host rules."""
+        ...
+
+    def remove_tenant_network(self, tenant: str) -> bool:
+        """Remove the tenant's network and host rules (no cell may be on it)."""
+        ...
+
 
 class IssuedToken(Protocol):
     """A one-time join token as the control plane answers it."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from agentcell.cell.labels import LABEL_APPLIED
+from agentcell.cell.network import TENANT_NETWORK
 from agentcell.cell.quota import TenantLimits
 from agentcell.errors import AdmissionError, SpecError
 from agentcell.launch import (
@@ -112,6 +113,8 @@ class Plan:
     tenants_delete: tuple[str, ...]
     limits: Mapping[str, TenantLimits] = field(default_factory=dict)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    intra_tenant: Mapping[str, bool] = field(default_factory=dict)
+    """Each known tenant's intra-tenant setting, for the host rules of its network."""
 
     @property
     def changes(self) -> tuple[PlanItem, ...]:
@@ -244,6 +247,9 @@ def make_plan(
         tenants_delete=tuple(tenants_delete),
         limits={name: tenant_limits(document) for name, document in effective.items()},
         trust=trust,
+        intra_tenant={
+            name: document.spec.network.intra_tenant for name, document in effective.items()
+        },
     )
 
 
@@ -266,6 +272,19 @@ def apply_plan(
     if directory is not None:
         for document in plan.tenant_put:
             directory.put_tenant(_dump(document), changed_by=changed_by)
+    # A known tenant's network gets the host rules its document asks for before any cell
+    # joins it; the cells of an undeclared tenant keep the last installed setting.
+    networked = sorted(
+        {
+            spec.doc.tenant
+            for spec in plan.agents
+            if spec.doc.document.spec.network == TENANT_NETWORK
+            and not spec.doc.document.spec.host.network
+        }
+    )
+    for tenant in networked:
+        if tenant in plan.intra_tenant:
+            backend.ensure_tenant_network(tenant, intra_tenant=plan.intra_tenant[tenant])
     launched = launch_admitted(
         plan.agents,
         backend=backend,
@@ -279,6 +298,7 @@ def apply_plan(
         backend.down(tenant, name)
     if directory is not None:
         for name in plan.tenants_delete:
+            backend.remove_tenant_network(name)
             directory.delete_tenant(name)
     return ApplyResult(plan=plan, launched=tuple(launched))
 

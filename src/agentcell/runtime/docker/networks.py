@@ -34,7 +34,7 @@ from docker.models.networks import Network
 from agentcell.cell.labels import LABEL_MANAGED, LABEL_TENANT
 from agentcell.cell.network import tenant_bridge, tenant_network
 from agentcell.cell.paths import run_dir
-from agentcell.errors import BackendError, CellConflict, HostError
+from agentcell.errors import BackendError, CellConflict, CellNotFound, HostError
 from agentcell.runtime import netfilter
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.translate import TenantAttachment
@@ -250,6 +250,26 @@ class TenantNetworks:
             _ip(pid, [family, "route", "del", "default"])
             removed.append(f"default route ({'IPv6' if family == '-6' else 'IPv4'})")
         return removed
+
+    def check(self, state: NetworkState) -> list[str]:
+        """Put everything of the tenant's network back in place: its host rules and files,
+        and no default route in any running container on it; what was fixed, one line each.
+
+        Raises:
+            HostError: nft, nsenter or ip failed.
+            BackendError: the engine does not answer.
+        """
+        fixed = self.install(state)
+        for container_id in state.containers:
+            try:
+                with translated("inspect", subject=container_id[:12]):
+                    attrs = self.client.api.inspect_container(container_id)
+            except CellNotFound:
+                continue  # removed since the network was read
+            pid = int((attrs.get("State") or {}).get("Pid") or 0)
+            name = str(attrs.get("Name") or container_id[:12]).lstrip("/")
+            fixed += [f"{name}: removed {route}" for route in self.drop_default_routes(pid)]
+        return fixed
 
     # -- internals ------------------------------------------------------------------------------
 
