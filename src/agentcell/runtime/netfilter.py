@@ -115,7 +115,8 @@ class Rule:
 
     def describe(self) -> str:
         """The rule in nft's text form, e.g. ``inet input: iifname "ac-t" drop``."""
-        return f"{self.family} {self.chain}: " + " ".join(_text(item) for item in self.expr)
+        expr = _canonical(list(self.expr))
+        return f"{self.family} {self.chain}: " + " ".join(_text(item) for item in expr)
 
     def key(self) -> str:
         """A canonical form for comparison (sets sorted, keys sorted)."""

@@ -43,6 +43,7 @@ from agentcell.cell.labels import (
     LABEL_UID,
 )
 from agentcell.cell.names import container_name
+from agentcell.cell.network import TENANT_NETWORK, nft_table, tenant_network
 from agentcell.cell.paths import (
     CELL_IDENTITY_DIR,
     CELL_RUN_DIR,
@@ -50,7 +51,15 @@ from agentcell.cell.paths import (
     asset,
     normalize_host_path,
 )
-from agentcell.errors import BackendError, CellNotFound, Location, SpecError
+from agentcell.errors import (
+    BackendError,
+    CellConflict,
+    CellNotFound,
+    HostError,
+    Location,
+    SpecError,
+)
+from agentcell.runtime import netfilter
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.images import BASE_IMAGE
@@ -60,6 +69,7 @@ from agentcell.runtime.uids import with_cell_ids
 from agentcell.spec.load import SpecDocument, load_paths
 from agentcell.spec.model import AgentDocument
 from agentcell.verify.compare import Check, VerifyReport, verify
+from agentcell.verify.compare.network import TenantNetworkFacts, tenant_network_checks
 from agentcell.verify.facts import (
     DOCKER_RUNTIME_STATE,
     CellTarget,
@@ -178,7 +188,12 @@ class DockerProof:
         """
         started = time.perf_counter()
         report = verify(subject.document, self.target(subject), spec_source=subject.spec_source)
-        checks = (*report.checks, *self.neighbour_checks(subject), *self.tenant_checks(subject))
+        checks = (
+            *report.checks,
+            *self.network_checks(subject),
+            *self.neighbour_checks(subject),
+            *self.tenant_checks(subject),
+        )
         # The time covers the engine's part too (for gVisor, an exec in the cell).
         elapsed_ms = (time.perf_counter() - started) * 1000
         return dataclasses.replace(report, checks=checks, elapsed_ms=elapsed_ms)
@@ -212,6 +227,66 @@ class DockerProof:
             return []
         expected = self.backend.tenant_cgroup(tenant).recorded()
         return [tenant_check(tenant=tenant, pid=pid, expected=expected, paths=paths or HostPaths())]
+
+    def network_facts(self, subject: ProofSubject) -> TenantNetworkFacts | None:
+        """The host side of a cell on its tenant's network: the tenant's host rules read back
+        from the kernel beside those expected, the cell's resolv.conf read from the host, and
+        the engine's DNS record; None for a cell without a tenant network.
+
+        Raises:
+            BackendError: the engine does not answer.
+        """
+        container = subject.container
+        labels = self.backend.trusted(container) or {}
+        tenant = labels.get(LABEL_TENANT)
+        if not tenant or subject.document.spec.network != TENANT_NETWORK:
+            return None
+        attrs = container.attrs
+        host = attrs.get("HostConfig") or {}
+        joined = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        try:
+            state = self.backend.networks.find(tenant)
+        except CellConflict:
+            state = None
+        if state is None or tenant_network(tenant) not in joined:
+            return TenantNetworkFacts(tenant=tenant, gateway=None)
+        table = nft_table(tenant)
+        rules_source = f"nft -j list table inet|bridge {table}"
+        kernel: tuple[str, ...] | None = None
+        rules_error: str | None = None
+        try:
+            kernel = netfilter.read_tables(tenant).lines()
+        except HostError as exc:
+            rules_error = exc.what
+        pid = int((attrs.get("State") or {}).get("Pid") or 0)
+        resolv_path = Path(f"/proc/{pid}/root{RESOLV_CONF}")
+        resolv: str | None = None
+        resolv_error: str | None = None
+        try:
+            resolv = resolv_path.read_text(errors="replace")[:65536]
+        except OSError as exc:
+            resolv_error = f"cannot read {resolv_path}: {exc.strerror}"
+        return TenantNetworkFacts(
+            tenant=tenant,
+            gateway=state.gateway,
+            expected_rules=self.backend.networks.expected(state).lines(),
+            kernel_rules=kernel,
+            rules_source=rules_source,
+            rules_error=rules_error,
+            resolv_conf=resolv,
+            resolv_source=str(resolv_path),
+            resolv_error=resolv_error,
+            engine_dns=tuple(str(server) for server in host.get("Dns") or ()),
+        )
+
+    def network_checks(self, subject: ProofSubject) -> list[Check]:
+        """``net.host-rules``, ``net.resolver`` and ``net.dns`` of a cell on its tenant's
+        network (:func:`agentcell.verify.compare.network.tenant_network_checks`).
+
+        Raises:
+            BackendError: the engine does not answer.
+        """
+        return tenant_network_checks(subject.document.spec, self.network_facts(subject))
 
     def neighbour_checks(
         self, subject: ProofSubject, paths: HostPaths | None = None

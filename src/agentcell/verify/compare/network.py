@@ -1,14 +1,20 @@
-"""The checks of the cell's namespaces against the host's, and of its interfaces and routes."""
+"""The checks of the cell's namespaces against the host's, of its interfaces and routes, and
+of the host side of its tenant network (rules, resolver, DNS)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from agentcell.cell.network import TENANT_NETWORK, nft_table, tenant_network
 from agentcell.spec.model import AgentSpec
 from agentcell.verify.compare.check import Check, CheckStatus
 from agentcell.verify.facts import Observation
 
 __all__ = [
+    "TenantNetworkFacts",
     "namespace_checks",
     "network_checks",
+    "tenant_network_checks",
 ]
 
 
@@ -110,7 +116,7 @@ def network_checks(spec: AgentSpec, observation: Observation) -> list[Check]:
         if spec.network == "none":
             ok, expected = not others, "lo only (network: none)"
         else:
-            ok, expected = len(others) == 1, f"lo + one interface on {spec.network}"
+            ok, expected = len(others) == 1, "lo + one interface on the tenant network"
         checks.append(
             Check.judged(
                 id="net.interfaces",
@@ -146,3 +152,120 @@ def network_checks(spec: AgentSpec, observation: Observation) -> list[Check]:
             )
         )
     return checks
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantNetworkFacts:
+    """What the runtime read about a networked cell's tenant network, for
+    :func:`tenant_network_checks`: the host rules the kernel holds and those expected, the
+    cell's resolv.conf as the host sees it, and the engine's DNS setting."""
+
+    tenant: str
+    gateway: str | None
+    """The tenant network's gateway address; None when the cell is not on its tenant's
+    network (or that network is gone)."""
+    expected_rules: tuple[str, ...] = ()
+    kernel_rules: tuple[str, ...] | None = None
+    """The kernel's chains and rules of the tenant's tables, in order; None when unread."""
+    rules_source: str = ""
+    rules_error: str | None = None
+    resolv_conf: str | None = None
+    """The cell's /etc/resolv.conf, read through /proc/<pid>/root; None when unread."""
+    resolv_source: str = ""
+    resolv_error: str | None = None
+    engine_dns: tuple[str, ...] = ()
+    """The engine's record of the cell's DNS servers (HostConfig.Dns)."""
+
+
+def tenant_network_checks(spec: AgentSpec, facts: TenantNetworkFacts | None) -> list[Check]:
+    """The host side of a networked cell: its tenant's host rules as the kernel holds them
+    (``net.host-rules``), the resolver its resolv.conf names (``net.resolver``) and where the
+    engine's embedded DNS forwards (``net.dns``)."""
+    if spec.network != TENANT_NETWORK or spec.host.network or facts is None:
+        return []
+    if facts.gateway is None:
+        return [
+            Check(
+                id="net.host-rules",
+                title="tenant network host rules",
+                status="mismatch",
+                expected=f"the cell on network {tenant_network(facts.tenant)}",
+                observed="the cell is not on its tenant's network, or the network is gone",
+                source="the engine's record of the cell's networks",
+                basis="engine",
+            )
+        ]
+    return [_rules_check(facts), _resolver_check(facts), _dns_check(facts)]
+
+
+def _rules_check(facts: TenantNetworkFacts) -> Check:
+    title = "tenant network host rules"
+    expected = f"{len(facts.expected_rules)} chains and rules of table {nft_table(facts.tenant)}"
+    if facts.kernel_rules is None:
+        return Check(
+            id="net.host-rules",
+            title=title,
+            status="unknown",
+            expected=expected,
+            observed="not read",
+            source=facts.rules_source,
+            basis="kernel",
+            why=facts.rules_error or "the kernel's tables were not read",
+        )
+    held = facts.kernel_rules
+    problems = [f"missing: {line}" for line in facts.expected_rules if line not in held]
+    problems += [f"unexpected: {line}" for line in held if line not in facts.expected_rules]
+    if not problems and held != facts.expected_rules:
+        problems.append("the rules are in another order")
+    return Check.judged(
+        id="net.host-rules",
+        title=title,
+        ok=not problems,
+        expected=expected,
+        observed="; ".join(problems) or "as expected",
+        source=facts.rules_source,
+        basis="kernel",
+    )
+
+
+def _resolver_check(facts: TenantNetworkFacts) -> Check:
+    title = "resolver"
+    expected = f"nameserver {facts.gateway} only (the tenant's resolver)"
+    if facts.resolv_conf is None:
+        return Check(
+            id="net.resolver",
+            title=title,
+            status="unknown",
+            expected=expected,
+            observed="not read",
+            source=facts.resolv_source,
+            basis="kernel",
+            why=facts.resolv_error or "the cell's resolv.conf was not read",
+        )
+    servers = tuple(
+        parts[1]
+        for parts in (line.split() for line in facts.resolv_conf.splitlines())
+        if len(parts) >= 2 and parts[0] == "nameserver"
+    )
+    return Check.judged(
+        id="net.resolver",
+        title=title,
+        ok=servers == (facts.gateway,),
+        expected=expected,
+        observed=", ".join(servers) or "no nameserver",
+        source=facts.resolv_source,
+        basis="kernel",
+    )
+
+
+def _dns_check(facts: TenantNetworkFacts) -> Check:
+    ok = facts.engine_dns == (facts.gateway,)
+    return Check(
+        id="net.dns",
+        title="embedded DNS forwards to",
+        status="configured" if ok else "mismatch",
+        expected=f"{facts.gateway} only (the engine's 127.0.0.11 forwards nowhere else)",
+        observed=", ".join(facts.engine_dns) or "the host's resolvers (no DNS set)",
+        source="the engine's record (HostConfig.Dns)",
+        basis="engine",
+    )
