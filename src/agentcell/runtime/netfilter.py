@@ -459,7 +459,7 @@ def _canonical(value: Any) -> Any:
     """Sets and ``in`` lists sorted, so the kernel's order of a set's elements is no change."""
     if isinstance(value, dict):
         return {
-            key: sorted(map(_canonical, item), key=json.dumps)
+            key: sorted(map(_canonical, item), key=_order)
             if key == "set" and isinstance(item, list)
             else _canonical(item)
             for key, item in value.items()
@@ -467,6 +467,13 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, list):
         return [_canonical(item) for item in value]
     return value
+
+
+def _order(value: Any) -> tuple[int, int, str]:
+    """Numbers first, by value (as nft lists a set of ports), then anything else by its JSON."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, json.dumps(value, sort_keys=True))
 
 
 def _text(item: Mapping[str, Any]) -> str:
