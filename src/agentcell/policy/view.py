@@ -237,6 +237,11 @@ class CellView:
     """Turns a field path of the source (spec or inspect document) into a location."""
     paths: Mapping[str, FieldPath] = field(repr=False, compare=False)
     """Where each fact (a field name of this class) was read from in the source."""
+    host_rules: str | None = None
+    """What is missing or altered in the host rules of the tenant network the container is on,
+    as audit read them from the kernel; None when they are in place or do not apply (a spec,
+    a container without a tenant network). The one fact a translation does not give: audit's
+    host reader adds it."""
 
     def where(self, fact: str, item: FieldPath | None = None) -> Location:
         """The location of ``fact``, or of one ``item`` of a fact that is a list."""

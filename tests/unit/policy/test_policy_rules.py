@@ -7,6 +7,7 @@ passes, and the severity the restricted preset gives the finding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -237,8 +238,22 @@ def test_rule_passes(
 
 def test_every_rule_has_a_case_or_a_dedicated_test() -> None:
     # combinators, tenant requirements and image labels, tested below
-    dedicated = {"AC-000", "AC-035", "AC-037", "AC-039", "AC-041"}
+    dedicated = {"AC-000", "AC-035", "AC-037", "AC-039", "AC-041", "AC-042"}
     assert {case.rule for case in CASES} | dedicated == RULE_IDS
+
+
+def test_a_tenant_network_without_its_host_rules_trips_ac_042(
+    spec_view: Callable[..., CellView], container_view: Callable[..., CellView]
+) -> None:
+    plain = container_view({})
+    altered = dataclasses.replace(plain, host_rules='missing rule inet input: iifname "ac-t" drop')
+    (found,) = [f for f in RESTRICTED.judge(altered) if f.rule == "AC-042"]
+    assert found.severity == "error"
+    assert "missing rule" in found.message
+    assert found.where.field == "HostConfig.NetworkMode"
+    assert "agentcell net check" in (found.fix or "")
+    assert [f for f in RESTRICTED.judge(plain) if f.rule == "AC-042"] == []
+    assert [f for f in RESTRICTED.judge(spec_view({})) if f.rule == "AC-042"] == []
 
 
 def test_secure_baselines_are_clean(

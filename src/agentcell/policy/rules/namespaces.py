@@ -201,6 +201,32 @@ DEFAULT_BRIDGE = Rule(
 )
 
 
+def _host_rules(view: CellView) -> list[Violation]:
+    if view.host_rules is None:
+        return []
+    return [
+        Violation(
+            message=f"the host rules of tenant network {view.network} are missing or altered: "
+            f"{view.host_rules}; its cells can reach the host's services and what is routed",
+            fact="network",
+        )
+    ]
+
+
+TENANT_NETWORK_RULES = Rule(
+    id="AC-042",
+    severity="error",
+    title="Tenant network without its host rules",
+    rationale="Docker 20.10's internal networks filter forwarding only: without agentcell's "
+    "nftables rules a cell on a tenant bridge reaches every service on the host's addresses "
+    "(its gateway, other bridges' gateways) and, with intra-tenant traffic off, its siblings.",
+    remediation="Run `agentcell net check` to re-apply the tenant networks' host rules.",
+    security_severity=8.0,
+    check=_host_rules,
+    applies=lambda view: view.kind == "container",
+)
+
+
 RULES: tuple[Rule, ...] = (
     HOST_NETWORK,
     HOST_PID,
@@ -211,4 +237,5 @@ RULES: tuple[Rule, ...] = (
     PORT_ON_EVERY_INTERFACE,
     PRIVILEGED_PORT,
     DEFAULT_BRIDGE,
+    TENANT_NETWORK_RULES,
 )

@@ -7,22 +7,26 @@ of their images, and translates each document with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
 
-from agentcell.errors import CellNotFound, ImageError
+from agentcell.errors import CellNotFound, HostError, ImageError
 from agentcell.policy.audit import ObservedContainer
+from agentcell.runtime import netfilter
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.container_view import INSPECT_PATHS, view_of_container
+from agentcell.runtime.docker.networks import TenantNetworks
 
 __all__ = [
     "INSPECT_PATHS",
     "image_labels_by_id",
     "observe_host",
     "view_of_container",
+    "with_host_rules",
 ]
 
 
@@ -53,13 +57,39 @@ def observe_host(
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ids)))) as pool:
         documents = [d for d in pool.map(_inspector(client), ids) if d is not None]
     image_labels = image_labels_by_id(client, {str(d.get("Image") or "") for d in documents})
-    return sorted(
-        (
-            view_of_container(document, image_labels=image_labels.get(str(document.get("Image"))))
-            for document in documents
-        ),
-        key=lambda observed: observed.view.name,
-    )
+    observed = [
+        view_of_container(document, image_labels=image_labels.get(str(document.get("Image"))))
+        for document in documents
+    ]
+    return sorted(with_host_rules(client, observed), key=lambda item: item.view.name)
+
+
+def with_host_rules(
+    client: docker.DockerClient, observed: Sequence[ObservedContainer]
+) -> list[ObservedContainer]:
+    """``observed``, where each cell on a tenant network whose host rules the kernel does not
+    hold as expected carries what is missing or altered (rule AC-042).
+
+    Raises:
+        EngineUnavailable: the engine stopped answering.
+    """
+    networks = TenantNetworks(client)
+    problems: dict[str, str] = {}
+    for state in networks.all():
+        try:
+            found = netfilter.differences(
+                networks.expected(state), netfilter.read_tables(state.tenant)
+            )
+        except HostError as exc:
+            found = (f"could not be read ({exc.what})",)
+        if found:
+            problems[state.name] = "; ".join(found)
+    return [
+        dataclasses.replace(item, view=dataclasses.replace(item.view, host_rules=problems[name]))
+        if item.managed and (name := item.view.network) in problems
+        else item
+        for item in observed
+    ]
 
 
 def image_labels_by_id(
