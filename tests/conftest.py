@@ -4,7 +4,10 @@ test created even when it fails."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +45,43 @@ def _sweep_tenant_cgroups(before: set[str]) -> None:
             root.rmdir()
 
 
+def _nft_tables() -> set[str]:
+    """agentcell's nftables tables (``inet agentcell_<t>``, ``bridge agentcell_<t>``)."""
+    try:
+        done = subprocess.run(
+            ["nft", "-j", "list", "tables"], capture_output=True, text=True, timeout=10, check=False
+        )
+        listed = json.loads(done.stdout or "{}")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return set()
+    return {
+        f"{table['family']} {table['name']}"
+        for item in listed.get("nftables", [])
+        if isinstance(table := item.get("table"), dict)
+        and str(table.get("name", "")).startswith("agentcell_")
+    }
+
+
+def remove_tenant_network(client: docker.DockerClient, tenant: str) -> None:
+    """Remove what a tenant network leaves on the host: the engine network (once its containers
+    are gone), the tenant's nftables tables and its files in the run directory."""
+    from agentcell.cell.network import nft_table, tenant_network
+    from agentcell.cell.paths import run_dir
+
+    for network in client.networks.list(names=[tenant_network(tenant)]):
+        if network.name == tenant_network(tenant):
+            with contextlib.suppress(docker.errors.APIError):
+                network.remove()
+    for family in ("inet", "bridge"):
+        subprocess.run(
+            ["nft", "delete", "table", family, nft_table(tenant)],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    shutil.rmtree(run_dir() / "net" / tenant, ignore_errors=True)
+
+
 def _engine_objects() -> dict[str, set[str]] | None:
     try:
         client = docker.DockerClient.from_env(version="1.41")
@@ -50,6 +90,7 @@ def _engine_objects() -> dict[str, set[str]] | None:
                 "container": {c.name or c.id or "" for c in client.containers.list(all=True)},
                 "network": {n.name or "" for n in client.networks.list()},
                 "tenant cgroup": _tenant_cgroups(),
+                "nft table": _nft_tables(),
             }
         finally:
             client.close()
@@ -70,7 +111,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when the tests left a container, network or tenant cgroup behind (empty
+    """Fail the run when the tests left a container, network, nftables table (``agentcell_*``,
+    families inet and bridge) or tenant cgroup behind (empty
     tenant cgroup parents are swept first: see :func:`_sweep_tenant_cgroups`)."""
     _sweep_tenant_cgroups(_CGROUPS_BEFORE)
     if not _BEFORE:
@@ -105,12 +147,14 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 
 class Created:
-    """Names of containers and networks a test made; all removed at teardown."""
+    """Names of containers, networks and tenant networks a test made; all removed at
+    teardown."""
 
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self.containers: list[str] = []
         self.networks: list[str] = []
+        self.tenants: list[str] = []
 
     def container(self, name: str) -> str:
         self.containers.append(name)
@@ -120,6 +164,11 @@ class Created:
         self.networks.append(name)
         return name
 
+    def tenant_network(self, tenant: str) -> str:
+        """Record a tenant whose network (and host rules and files) the test makes."""
+        self.tenants.append(tenant)
+        return tenant
+
     def remove_all(self) -> None:
         for name in self.containers:
             with contextlib.suppress(docker.errors.NotFound):
@@ -128,6 +177,8 @@ class Created:
             for network in self.client.networks.list(names=[name]):
                 with contextlib.suppress(docker.errors.NotFound):
                     network.remove()
+        for tenant in self.tenants:
+            remove_tenant_network(self.client, tenant)
 
 
 @pytest.fixture
