@@ -54,7 +54,7 @@ class RunningProcess(Protocol):
         """The exit code, or None when it has not exited within ``timeout_s``."""
         ...
 
-    def kill(self) -> None:
+    def kill(self) -> object:
         """Kill the whole process tree."""
         ...
 
@@ -174,6 +174,9 @@ class Command:
     process: RunningProcess | None = None
     ended_at: float | None = None
     kill_requested: bool = False
+    sandbox_ending: EndReason | None = None
+    """Set when its sandbox is ending: the sandbox's end writes the end frame (with this
+    reason) once the cell is destroyed, whatever the process does meanwhile."""
 
     def info(self) -> CommandInfo:
         """What the API shows of it."""
@@ -233,7 +236,9 @@ async def drive(command: Command, process: RunningProcess, *, timeout_s: float, 
                     loop.call_soon_threadsafe(deliver, stream, kept, hit)
         except (Error, OSError) as exc:  # the stream broke: the end frame follows
             failure.append(str(exc))
-        finally:
+        except RuntimeError:
+            return  # the event loop is closed: the service stopped, nobody reads on
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(drained.set)
 
     threading.Thread(target=read, name=f"output {command.id}", daemon=True).start()
@@ -247,6 +252,8 @@ async def drive(command: Command, process: RunningProcess, *, timeout_s: float, 
             await asyncio.wait_for(drained.wait(), KILL_GRACE_S)
     if log.end is not None:
         return  # the sandbox ended it (expired, killed, died)
+    if command.sandbox_ending is not None:
+        return  # the sandbox's end writes the end frame, once the cell is gone
     exit_code = await asyncio.to_thread(process.wait, 5.0)
     reason: EndReason
     if timed_out:

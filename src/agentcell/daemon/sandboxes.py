@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -72,9 +72,11 @@ from agentcell.trust.config import TrustConfig, load_trust_config, with_tenant
 
 if TYPE_CHECKING:
     from agentcell.launch.apply import TenantDirectory
+    from agentcell.runtime.docker.commands import RunningCommand
+    from agentcell.runtime.docker.files import CellFiles
     from agentcell.runtime.docker.backend import DockerBackend
 
-__all__ = ["POLICY", "SandboxManager", "new_sandbox_id"]
+__all__ = ["POLICY", "SandboxManager", "new_sandbox_id", "pool_overruns"]
 
 log = logging.getLogger("agentcell.daemon.sandboxes")
 
@@ -192,11 +194,17 @@ class SandboxManager:
 
     async def close(self) -> None:
         """Stop the refill and the reaper; live sandboxes and warm cells keep running (a new
-        manager adopts them). Commands' streams end with the service."""
+        manager adopts them). Running commands are killed: their streams end with the
+        service, and no later one could reach them."""
         self._closing = True
         tasks = list(self._tasks)
         for sandbox in self._sandboxes.values():
             tasks += sandbox.tasks
+            for command in sandbox.commands.values():
+                if command.log.end is None:
+                    # Its stream ends with the service, and nobody could find it again.
+                    with contextlib.suppress(Error):
+                        await self._run(_kill, command)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -629,7 +637,7 @@ class SandboxManager:
         record = sandbox.record.ended(state, time.time())
         sandbox.record = record
         for command in sandbox.commands.values():
-            command.finish(_sandbox_end(reason))
+            command.sandbox_ending = reason
         with contextlib.suppress(Error):
             await self._run(self._records.save, record)
         try:
@@ -639,6 +647,7 @@ class SandboxManager:
                 "sandbox %s ended (%s) but its cell was not removed: %s", record.id, state, exc
             )
         for command in sandbox.commands.values():
+            command.finish(_sandbox_end(reason))
             command.kill_process()  # an exec that outlived its cell, if any
         log.info("sandbox %s %s", record.id, state)
         pool = self._pools.get(sandbox.template.document.key)
@@ -830,12 +839,7 @@ class SandboxManager:
                 "\n".join(refusals) + "\nthe service does not start with a refused template",
                 fix="change the template as each finding says",
             )
-        tenants = self._read_tenants()
-        over: list[str] = []
-        for tenant, batch in by_tenant.items():
-            document = tenants.get(tenant)
-            if document is not None:
-                over += overruns(tenant, document.spec.quota, QuotaUse(), batch)
+        over = pool_overruns(by_tenant, self._read_tenants())
         if over:
             raise QuotaExceeded(
                 "the pools' minimums exceed their tenant's quota: "
@@ -913,12 +917,12 @@ class SandboxManager:
 
     def _start_process(
         self, sandbox: _Sandbox, argv: Sequence[str], request: CommandRequest
-    ) -> Any:
+    ) -> RunningCommand:
         from agentcell.runtime.docker.commands import start_command
 
         return start_command(
             self._backend.client,
-            self._backend.container(sandbox.record.cell),
+            sandbox.record.cell,
             list(argv),
             cwd=request.cwd,
             env=dict(request.env),
@@ -941,11 +945,11 @@ class SandboxManager:
         self._shells[image] = found
         return found
 
-    def _files(self, sandbox: _Sandbox) -> Any:
+    def _files(self, sandbox: _Sandbox) -> CellFiles:
         from agentcell.runtime.docker.files import CellFiles
 
         tmpfs = [mount.path for mount in sandbox.template.document.spec.cell.resources.tmpfs]
-        return CellFiles(self._backend.client, self._backend.container(sandbox.record.cell), tmpfs)
+        return CellFiles(self._backend.client, sandbox.record.cell, tmpfs)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -1021,6 +1025,19 @@ def _argv(request: CommandRequest) -> list[str]:
     return argv
 
 
+def pool_overruns(
+    minimums: Mapping[str, Sequence[AdmittedSpec]], tenants: Mapping[str, TenantDocument]
+) -> list[str]:
+    """For each tenant, the quota limits its pools' minimum cells together would exceed, with
+    the numbers; a tenant without a document has no quota."""
+    over: list[str] = []
+    for tenant, batch in sorted(minimums.items()):
+        document = tenants.get(tenant)
+        if document is not None:
+            over += overruns(tenant, document.spec.quota, QuotaUse(), batch)
+    return over
+
+
 def _sandbox_end(reason: EndReason) -> CommandEnd:
     return CommandEnd(exit_code=None, timed_out=False, killed=False, reason=reason)
 
@@ -1048,6 +1065,4 @@ def _file_errors(path: str) -> Iterator[None]:
     try:
         yield
     except CellFileError as exc:
-        raise FileRefused(
-            f"{path}: {exc.what}", reason=str(getattr(exc, "reason", "bad_path")), fix=exc.fix
-        ) from exc
+        raise FileRefused(exc.what, reason=exc.reason, fix=exc.fix) from exc
