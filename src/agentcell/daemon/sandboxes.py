@@ -72,9 +72,9 @@ from agentcell.trust.config import TrustConfig, load_trust_config, with_tenant
 
 if TYPE_CHECKING:
     from agentcell.launch.apply import TenantDirectory
+    from agentcell.runtime.docker.backend import DockerBackend
     from agentcell.runtime.docker.commands import RunningCommand
     from agentcell.runtime.docker.files import CellFiles
-    from agentcell.runtime.docker.backend import DockerBackend
 
 __all__ = ["POLICY", "SandboxManager", "new_sandbox_id", "pool_overruns"]
 
