@@ -26,6 +26,7 @@ import pytest
 from docker.models.containers import Container
 
 from agentcell.cell.network import nft_table, tenant_bridge, tenant_network
+from agentcell.errors import ImageError
 from agentcell.policy import AdmittedSpec, admit
 from agentcell.runtime import netfilter
 from agentcell.runtime.docker.backend import DockerBackend
@@ -317,3 +318,19 @@ def test_the_network_goes_only_when_no_cell_is_on_it(
     assert [n for n in docker_client.networks.list() if n.name == tenant_network(tenant)] == []
     assert [t for t in netfilter.agentcell_tables() if t[1] == nft_table(tenant)] == []
     assert not tenant_net_dir(tenant).exists()
+
+
+def test_a_failed_first_cell_leaves_no_network_behind(
+    backend: DockerBackend, docker_client: docker.DockerClient, tenants: list[str]
+) -> None:
+    tenant = tenants[0]
+    (doc,) = load_text(
+        "apiVersion: agentcell/v1\nkind: Agent\n"
+        f"metadata:\n  name: broken\n  tenant: {tenant}\n"
+        "spec:\n  image: agentcell/no-such-image:0.0.0\n  network: tenant\n",
+        file="cells.yaml",
+    )
+    with pytest.raises(ImageError):
+        backend.up(admit(doc, AdmitAll()))
+    assert [n for n in docker_client.networks.list() if n.name == tenant_network(tenant)] == []
+    assert [t for t in netfilter.agentcell_tables() if t[1] == nft_table(tenant)] == []

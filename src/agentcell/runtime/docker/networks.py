@@ -42,6 +42,7 @@ from agentcell.runtime.docker.translate import TenantAttachment
 __all__ = [
     "NetworkState",
     "TenantNetworks",
+    "has_default_route",
     "resolv_conf_text",
     "tenant_net_dir",
 ]
@@ -140,6 +141,8 @@ class TenantNetworks:
                     name,
                     driver="bridge",
                     internal=True,
+                    # Two `up`s racing: the engine refuses the second by name, not a twin.
+                    check_duplicate=True,
                     options={BRIDGE_NAME_OPTION: tenant_bridge(tenant)},
                     labels={LABEL_MANAGED: "true", LABEL_TENANT: tenant},
                 )
@@ -245,7 +248,7 @@ class TenantNetworks:
             return []
         removed = []
         for family, table in (("-4", "route"), ("-6", "ipv6_route")):
-            if not _has_default(Path(f"/proc/{pid}/net/{table}"), ipv6=family == "-6"):
+            if not has_default_route(Path(f"/proc/{pid}/net/{table}"), ipv6=family == "-6"):
                 continue
             _ip(pid, [family, "route", "del", "default"])
             removed.append(f"default route ({'IPv6' if family == '-6' else 'IPv4'})")
@@ -321,7 +324,9 @@ def _write(path: Path, text: str) -> None:
     os.chmod(path, 0o644)
 
 
-def _has_default(path: Path, *, ipv6: bool) -> bool:
+def has_default_route(path: Path, *, ipv6: bool) -> bool:
+    """Whether the routing table at ``path`` (a netns's ``net/route`` or ``net/ipv6_route``)
+    holds a default route out of an interface (the kernel's reject route on lo does not)."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
