@@ -13,8 +13,8 @@ from agentcell.daemon.sandboxes import _ttl, new_sandbox_id, pool_overruns
 from agentcell.errors import SpecError
 from agentcell.policy.admission import admit
 from agentcell.policy.presets import preset
-from agentcell.spec.tenant import TenantDocument
 from agentcell.spec.template import load_template_text, load_templates
+from agentcell.spec.tenant import TenantDocument
 
 GOOD = """\
 apiVersion: agentcell/v1
@@ -98,7 +98,7 @@ def test_a_templates_directory_holds_only_templates(tmp_path: Path) -> None:
 
 
 def test_an_empty_templates_directory_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match="no \\*.yaml"):
+    with pytest.raises(SpecError, match=r"no \*\.yaml"):
         load_templates([tmp_path])
 
 
