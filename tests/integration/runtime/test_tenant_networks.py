@@ -334,3 +334,22 @@ def test_a_failed_first_cell_leaves_no_network_behind(
         backend.up(admit(doc, AdmitAll()))
     assert [n for n in docker_client.networks.list() if n.name == tenant_network(tenant)] == []
     assert [t for t in netfilter.agentcell_tables() if t[1] == nft_table(tenant)] == []
+
+
+def test_verify_and_probe_pass_on_a_networked_cell(
+    backend: DockerBackend, created: Created, tenants: list[str]
+) -> None:
+    tenant = tenants[0]
+    cell(backend, created, tenant, "proved")
+    key = f"{tenant}/proved"
+    verified = subprocess.run(
+        [str(AGENTCELL), "verify", key], capture_output=True, text=True, timeout=120
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    probed = subprocess.run(
+        [str(AGENTCELL), "probe", key, "-o", "json"], capture_output=True, text=True, timeout=300
+    )
+    assert probed.returncode == 0, probed.stdout + probed.stderr
+    results = {item["id"]: item["status"] for item in json.loads(probed.stdout)["items"]}
+    assert results["default-route"] == "blocked"
+    assert results["canary"] == "blocked"
