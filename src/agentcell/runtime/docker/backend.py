@@ -34,6 +34,7 @@ from agentcell.errors import (
     BackendError,
     CellConflict,
     CellNotFound,
+    Error,
     HostError,
     ImageError,
     ImageNotFound,
@@ -190,7 +191,8 @@ class DockerBackend:
             )
         try:
             return self._bring(settings, existing, tenant, name)
-        except BaseException:
+        except Error:
+            # A network made for this cell alone goes with it; nothing half-made stays.
             if made_network:
                 with contextlib.suppress(BackendError, HostError):
                     self.networks.remove(tenant)
