@@ -198,8 +198,8 @@ def test_an_allow_list_change_applies_to_the_next_connection(
             head, _, writer = await connect_via_proxy(proxy_port, target)
             writer.close()
             assert head.startswith(b"HTTP/1.1 200")
-            live.update(view(canary_rules(server.port), deny=[{"name": CANARY_NAME,
-                                                               "ports": [server.port]}]))  # fmt: skip
+            denied = [{"name": CANARY_NAME, "ports": [server.port]}]
+            live.update(view(canary_rules(server.port), deny=denied))
             head, _, writer = await connect_via_proxy(proxy_port, target)
             writer.close()
             assert head.startswith(b"HTTP/1.1 403")
