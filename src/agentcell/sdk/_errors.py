@@ -11,7 +11,6 @@ wire. Transport failures are translated here too, once, where they enter.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 
 from agentcell.errors import Error, InvalidInput, Unreachable
 
@@ -113,41 +112,46 @@ class PoolExhausted(Error, _Answered):
     exit_code = 2
 
 
-def _class_for(status: int, reason: str) -> type[Error]:
+# The service's reasons (daemon/app.py's problem_of), each the one class it means.
+_BY_REASON: dict[str, type[Error]] = {
+    "bad_token": AuthenticationFailed,
+    "sandbox_not_found": SandboxNotFound,
+    "template_not_found": TemplateNotFound,
+    "command_not_found": CommandNotFound,
+    "sandbox_not_running": SandboxConflict,
+    "timeout_refused": TimeoutRefused,
+    "quota_exceeded": QuotaExceeded,
+    "pool_exhausted": PoolExhausted,
+    "engine_unavailable": DaemonUnavailable,
+    "storage_unavailable": DaemonUnavailable,
+}
+
+
+def _class_for(status: int, reason: str, *, file_route: bool) -> type[Error]:
+    if reason in _BY_REASON:
+        return _BY_REASON[reason]
+    if file_route and status in (400, 404, 413):
+        return FileRefused  # a path refused, not found, or a file too large for its tmpfs
     if status == 401:
         return AuthenticationFailed
     if status == 404:
-        for word, cls in (
-            ("template", TemplateNotFound),
-            ("command", CommandNotFound),
-            ("file", FileRefused),
-            ("path", FileRefused),
-        ):
-            if word in reason:
-                return cls
         return SandboxNotFound
     if status == 409:
         return SandboxConflict
-    if status == 413:
-        return FileRefused
     if status == 429:
-        return PoolExhausted if "pool" in reason else QuotaExceeded
-    if status in (400, 422):
-        if "timeout" in reason or "ttl" in reason:
-            return TimeoutRefused
-        if "path" in reason or "file" in reason or "symlink" in reason:
-            return FileRefused
+        return QuotaExceeded
+    if status in (400, 413, 422):
         return InvalidRequest
     if status == 503:
         return DaemonUnavailable
     return SandboxError
 
 
-def error_from_response(
-    status: int, body: bytes, *, what_was_asked: str, headers: Mapping[str, str] | None = None
-) -> Error:
+def error_from_response(status: int, body: bytes, *, what_was_asked: str) -> Error:
     """The error for an answer with a status of 400 or more: the service's own words when the
-    body is its error document, else the status and as much of the body as is printable."""
+    body is its error document, else the status and as much of the body as is printable.
+    ``what_was_asked`` is ``METHOD PATH``; a refusal on the files routes is a
+    :class:`FileRefused` whatever its reason."""
     what, reason, fix = "", "", None
     try:
         document = json.loads(body)
@@ -161,7 +165,8 @@ def error_from_response(
     else:
         shown = body[:200].decode("utf-8", "replace").strip()
         what = f"{what_was_asked}: HTTP {status}" + (f": {shown}" if shown else "")
-    cls = _class_for(status, reason)
+    file_route = "/files" in what_was_asked.partition("?")[0]
+    cls = _class_for(status, reason, file_route=file_route)
     error = cls(what, fix=fix)
     if isinstance(error, _Answered):
         error.status = status

@@ -212,9 +212,7 @@ class Transport:
             self._give_back(connection)
         answer = Answer(response.status, data, dict(response.headers.items()))
         if answer.status >= 400:
-            raise error_from_response(
-                answer.status, data, what_was_asked=f"{method} {path}", headers=answer.headers
-            )
+            raise error_from_response(answer.status, data, what_was_asked=f"{method} {path}")
         return answer
 
     @contextlib.contextmanager

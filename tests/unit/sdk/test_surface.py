@@ -64,30 +64,30 @@ def _answer(status: int, reason: str = "", fix: str | None = "do this") -> bytes
 
 
 @pytest.mark.parametrize(
-    ("status", "reason", "cls"),
+    ("status", "reason", "asked", "cls"),
     [
-        (401, "bad_token", AuthenticationFailed),
-        (404, "sandbox_not_found", SandboxNotFound),
-        (404, "template_not_found", TemplateNotFound),
-        (404, "command_not_found", CommandNotFound),
-        (404, "file_not_found", FileRefused),
-        (409, "sandbox_not_running", SandboxConflict),
-        (400, "timeout_over_maximum", TimeoutRefused),
-        (400, "path_outside_tmpfs", FileRefused),
-        (400, "symlink_in_path", FileRefused),
-        (413, "too_large", FileRefused),
-        (400, "bad_argv", InvalidRequest),
-        (422, "invalid_body", InvalidRequest),
-        (429, "pool_exhausted", PoolExhausted),
-        (429, "quota_exceeded", QuotaExceeded),
-        (503, "engine_unavailable", DaemonUnavailable),
-        (500, "internal", SandboxError),
+        (401, "bad_token", "GET /v1/sandboxes", AuthenticationFailed),
+        (404, "sandbox_not_found", "GET /v1/sandboxes/sbx-1", SandboxNotFound),
+        (404, "template_not_found", "POST /v1/sandboxes", TemplateNotFound),
+        (404, "command_not_found", "GET /v1/sandboxes/sbx-1/commands/c", CommandNotFound),
+        (404, "not_found", "GET /v1/sandboxes/sbx-1/files", FileRefused),
+        (404, "sandbox_not_found", "GET /v1/sandboxes/sbx-1/files", SandboxNotFound),
+        (400, "bad_path", "PUT /v1/sandboxes/sbx-1/files", FileRefused),
+        (413, "too_large", "PUT /v1/sandboxes/sbx-1/files", FileRefused),
+        (409, "sandbox_not_running", "POST /v1/sandboxes/sbx-1/commands", SandboxConflict),
+        (400, "timeout_refused", "POST /v1/sandboxes/sbx-1/timeout", TimeoutRefused),
+        (400, "invalid_spec", "POST /v1/admin/cells/up", InvalidRequest),
+        (422, "invalid_body", "POST /v1/sandboxes", InvalidRequest),
+        (429, "pool_exhausted", "POST /v1/sandboxes", PoolExhausted),
+        (429, "quota_exceeded", "POST /v1/sandboxes", QuotaExceeded),
+        (503, "engine_unavailable", "POST /v1/sandboxes", DaemonUnavailable),
+        (500, "internal", "GET /v1/sandboxes", SandboxError),
     ],
 )
 def test_each_answer_becomes_its_class_with_the_service_s_words(
-    status: int, reason: str, cls: type[Error]
+    status: int, reason: str, asked: str, cls: type[Error]
 ) -> None:
-    error = error_from_response(status, _answer(status, reason), what_was_asked="GET /x")
+    error = error_from_response(status, _answer(status, reason), what_was_asked=asked)
     assert type(error) is cls
     assert isinstance(error, Error)
     assert error.what == f"it failed ({reason})"
