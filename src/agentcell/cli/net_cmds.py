@@ -2,7 +2,9 @@
 
 ``net check`` puts back what an engine restart, a reboot or a hand-made change undoes: each
 tenant network's nftables tables, its resolv.conf, and the absence of a default route in its
-cells (the engine gives a restarted cell one again). It says what it had to fix.
+cells (the engine gives a restarted cell one again). It says what it had to fix. The
+intra-tenant setting is the one last installed on this host (by ``apply`` from the Tenant
+document, or on for a network ``up`` made); ``apply`` changes it.
 """
 
 from __future__ import annotations

@@ -188,7 +188,10 @@ class TenantNetworks:
             ):
                 network.remove()
         netfilter.remove(tenant)
-        shutil.rmtree(tenant_net_dir(tenant), ignore_errors=True)
+        directory = tenant_net_dir(tenant)
+        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            directory.parent.rmdir()  # only when no other tenant network has files there
         return network is not None
 
     # -- the host around it ---------------------------------------------------------------------
