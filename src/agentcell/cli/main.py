@@ -307,16 +307,26 @@ def runtimes(
 @app.command()
 def schema(
     kind: Annotated[
-        Literal["Agent", "Tenant"], typer.Option("--kind", help="Which document kind.")
+        Literal["Agent", "Tenant", "SandboxTemplate"],
+        typer.Option("--kind", help="Which document kind."),
     ] = "Agent",
 ) -> None:
-    """Print the JSON Schema of agentcell/v1 Agent (or Tenant) documents (for editors)."""
+    """Print the JSON Schema of agentcell/v1 Agent (or Tenant, or SandboxTemplate) documents
+    (for editors)."""
     import json
 
+    import pydantic
+
     from agentcell.spec.model import AgentDocument
+    from agentcell.spec.template import SandboxTemplate
     from agentcell.spec.tenant import TenantDocument
 
-    model = TenantDocument if kind == "Tenant" else AgentDocument
+    models: dict[str, type[pydantic.BaseModel]] = {
+        "Agent": AgentDocument,
+        "Tenant": TenantDocument,
+        "SandboxTemplate": SandboxTemplate,
+    }
+    model = models[kind]
     print(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
 

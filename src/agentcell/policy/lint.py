@@ -16,7 +16,7 @@ from typing import Literal
 
 from agentcell.errors import SpecError
 from agentcell.policy.admission import SEVERITY_RANK, Finding, Policy, apply_exceptions
-from agentcell.spec.load import SPEC_SUFFIXES, SpecDocument, load_bundle
+from agentcell.spec.load import SPEC_SUFFIXES, SpecBundle, SpecDocument, load_bundle
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -80,11 +80,12 @@ class LintReport:
 
 def lint(paths: Iterable[str | Path], policy: Policy) -> LintReport:
     """Load every spec under ``paths`` (files and directories) and judge each Agent by
-    ``policy``; Tenant documents are checked by the loader (a bad one is a problem)."""
+    ``policy``, and each SandboxTemplate's cell; Tenant documents are checked by the loader
+    (a bad one is a problem)."""
     paths = list(paths)
     problems: list[SpecError] = []
     try:
-        documents = list(load_bundle(paths).agents)
+        documents = _judged(load_bundle(paths))
     except SpecError as exc:
         problems.extend(exc.problems or (exc,))
         documents = _loadable(paths)
@@ -101,8 +102,14 @@ def _loadable(paths: Iterable[str | Path]) -> list[SpecDocument]:
     documents: list[SpecDocument] = []
     for file in _files(paths):
         with contextlib.suppress(SpecError):
-            documents.extend(load_bundle([file]).agents)
+            documents.extend(_judged(load_bundle([file])))
     return documents
+
+
+def _judged(bundle: SpecBundle) -> list[SpecDocument]:
+    """The Agent documents to judge: the agents, and each sandbox template's cell (named
+    after the template; its findings point into the template's ``spec.cell``)."""
+    return [*bundle.agents, *(template.agent(template.name) for template in bundle.templates)]
 
 
 def _files(paths: Iterable[str | Path]) -> Iterator[Path]:

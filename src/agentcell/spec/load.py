@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
@@ -24,6 +24,11 @@ from agentcell.cell.fields import FieldPath, dotted
 from agentcell.errors import Location, SpecError
 from agentcell.spec.model import TENANT_NETWORK_ERROR, TENANT_NETWORK_FIX, AgentDocument
 from agentcell.spec.tenant import TenantDocument
+
+if TYPE_CHECKING:
+    from agentcell.spec.template import TemplateSpecDocument
+
+TEMPLATE_KIND = "SandboxTemplate"
 
 __all__ = [
     "FieldPath",
@@ -101,6 +106,8 @@ class SpecBundle:
 
     tenants: tuple[TenantSpecDocument, ...]
     agents: tuple[SpecDocument, ...]
+    templates: tuple[TemplateSpecDocument, ...] = ()
+    """SandboxTemplate documents (the host service reads them; ``lint`` judges their cells)."""
 
 
 def locate(path: FieldPath, *, file: str, lines: Mapping[FieldPath, int], start: int) -> Location:
@@ -123,7 +130,7 @@ def load_paths(paths: Iterable[str | Path]) -> list[SpecDocument]:
 
 
 def load_bundle(paths: Iterable[str | Path]) -> SpecBundle:
-    """Load every Tenant and Agent document from files and directories.
+    """Load every Tenant, Agent and SandboxTemplate document from files and directories.
 
     Raises:
         SpecError: any file is unreadable or invalid, or two documents name the same tenant
@@ -135,6 +142,7 @@ def load_bundle(paths: Iterable[str | Path]) -> SpecBundle:
 def _load(paths: Iterable[str | Path], *, tenants_allowed: bool) -> SpecBundle:
     agents: list[SpecDocument] = []
     tenants: list[TenantSpecDocument] = []
+    templates: list[TemplateSpecDocument] = []
     problems: list[SpecError] = []
     for file in _expand(paths, problems):
         try:
@@ -149,11 +157,12 @@ def _load(paths: Iterable[str | Path], *, tenants_allowed: bool) -> SpecBundle:
             continue
         agents.extend(bundle.agents)
         tenants.extend(bundle.tenants)
+        templates.extend(bundle.templates)
     problems.extend(_collisions(agents))
     problems.extend(_tenant_collisions(tenants))
     if problems:
         raise _combined(problems)
-    return SpecBundle(tenants=tuple(tenants), agents=tuple(agents))
+    return SpecBundle(tenants=tuple(tenants), agents=tuple(agents), templates=tuple(templates))
 
 
 def load_text(text: str, *, file: str = "<input>") -> list[SpecDocument]:
@@ -168,12 +177,30 @@ def load_text(text: str, *, file: str = "<input>") -> list[SpecDocument]:
 def _load_text(text: str, file: str, *, tenants_allowed: bool) -> SpecBundle:
     agents: list[SpecDocument] = []
     tenants: list[TenantSpecDocument] = []
+    templates: list[TemplateSpecDocument] = []
     problems: list[SpecError] = []
     if file == STDIN_NAME:
         base_dir: str | None = str(Path.cwd())
     else:
         base_dir = str(Path(file).resolve().parent) if file != "<input>" else None
     for data, lines, start in parse_yaml_documents(text, file):
+        if data.get("kind") == TEMPLATE_KIND:
+            if not tenants_allowed:
+                problems.append(
+                    SpecError(
+                        f"a {TEMPLATE_KIND} document: this command takes Agent documents only",
+                        where=Location(file=file, line=lines.get(("kind",), start), field="kind"),
+                        fix="put sandbox templates in the host service's --templates directory",
+                    )
+                )
+                continue
+            from agentcell.spec.template import load_template_documents
+
+            try:
+                templates.extend(load_template_documents([(data, lines, start)], file=file))
+            except SpecError as exc:
+                problems.extend(exc.problems or (exc,))
+            continue
         is_tenant = isinstance(data, dict) and data.get("kind") == "Tenant"
         if is_tenant and not tenants_allowed:
             problems.append(
@@ -201,7 +228,7 @@ def _load_text(text: str, file: str, *, tenants_allowed: bool) -> SpecBundle:
             )
         else:
             agents.append(SpecDocument(document=document, file=file, line=start, field_lines=lines))
-    if not agents and not tenants and not problems:
+    if not agents and not tenants and not templates and not problems:
         problems.append(
             SpecError(
                 "the file holds no document",
@@ -213,7 +240,7 @@ def _load_text(text: str, file: str, *, tenants_allowed: bool) -> SpecBundle:
     problems.extend(_tenant_collisions(tenants))
     if problems:
         raise _combined(problems)
-    return SpecBundle(tenants=tuple(tenants), agents=tuple(agents))
+    return SpecBundle(tenants=tuple(tenants), agents=tuple(agents), templates=tuple(templates))
 
 
 def _expand(paths: Iterable[str | Path], problems: list[SpecError]) -> Iterator[Path]:

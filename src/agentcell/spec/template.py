@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import ConfigDict, Field, model_validator
@@ -21,6 +21,7 @@ from agentcell.cell.fields import FieldPath
 from agentcell.errors import Location, SpecError
 from agentcell.spec.load import (
     SPEC_SUFFIXES,
+    TEMPLATE_KIND,
     SpecDocument,
     _Located,
     explain_validation_error,
@@ -39,11 +40,11 @@ __all__ = [
     "TemplateSpec",
     "TemplateSpecDocument",
     "TemplateTtl",
+    "load_template_documents",
     "load_template_text",
     "load_templates",
 ]
 
-TEMPLATE_KIND = "SandboxTemplate"
 DEFAULT_TTL_S = 300.0
 MAX_POOL = 256
 _NS = 10**9
@@ -180,10 +181,22 @@ def load_template_text(text: str, *, file: str = "<input>") -> list[TemplateSpec
         SpecError: the text is not YAML, or a document is not a valid SandboxTemplate (every
             problem, each naming the file, line and field).
     """
+    return load_template_documents(parse_yaml_documents(text, file), file=file)
+
+
+def load_template_documents(
+    documents: Iterable[tuple[Any, dict[FieldPath, int], int]], *, file: str
+) -> list[TemplateSpecDocument]:
+    """Validate parsed documents (:func:`~agentcell.spec.load.parse_yaml_documents`) as
+    SandboxTemplates.
+
+    Raises:
+        SpecError: a document is not a valid SandboxTemplate (every problem).
+    """
     found: list[TemplateSpecDocument] = []
     problems: list[SpecError] = []
     base_dir = str(Path(file).resolve().parent) if file != "<input>" else None
-    for data, lines, start in parse_yaml_documents(text, file):
+    for data, lines, start in documents:
         if data.get("kind") != TEMPLATE_KIND:
             problems.append(
                 SpecError(

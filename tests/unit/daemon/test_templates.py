@@ -152,3 +152,19 @@ def test_records_survive_a_reload(tmp_path: Path) -> None:
     assert store.load() == [record.ended("expired", 400.0)]
     store.delete(record.id)
     assert store.load() == []
+
+
+def test_lint_judges_a_templates_cell_and_up_refuses_the_document(tmp_path: Path) -> None:
+    from agentcell.policy.lint import lint
+    from agentcell.spec.load import load_paths
+
+    path = tmp_path / "python.yaml"
+    image = "    image: agentcell/sandbox:0.1.0\n"
+    path.write_text(GOOD.replace(image, image + "    host: {pid: true}\n"))
+    report = lint([path], preset("restricted"))
+    assert not report.problems
+    (result,) = report.results
+    (finding,) = [f for f in result.findings if f.severity == "error"]
+    assert finding.where is not None and finding.where.line == 9
+    with pytest.raises(SpecError, match="takes Agent documents only"):
+        load_paths([path])
