@@ -59,7 +59,7 @@ from agentcell.daemon.contract import (
     TimeoutRefused,
 )
 from agentcell.daemon.records import SandboxRecord, SandboxRecords, is_sandbox_id
-from agentcell.errors import AdmissionError, Error, InvalidInput
+from agentcell.errors import AdmissionError, BackendError, Error, InvalidInput
 from agentcell.launch import launch_admitted
 from agentcell.launch.apply import tenant_limits
 from agentcell.policy.admission import AdmittedSpec, admit
@@ -740,7 +740,10 @@ class SandboxManager:
         """Adopt live sandboxes, mark records without cells dead, remove sandbox cells no
         record holds, re-verify waiting warm cells (or destroy them)."""
         records = {record.id: record for record in await self._run(self._records.load)}
-        cells = await self._run(self._sandbox_cells)
+        # The tenants this service serves: another service's sandboxes (another state
+        # directory, e.g. a test's) are not this one's orphans.
+        served = {key[0] for key in self._templates} | {r.tenant for r in records.values()}
+        cells = await self._run(self._sandbox_cells, served)
         now = time.time()
         for record in records.values():
             template = self._templates.get((record.tenant, record.template))
@@ -898,16 +901,23 @@ class SandboxManager:
         ]
 
     def _destroy(self, tenant: str, sandbox_id: str) -> None:
-        self._backend.down(tenant, sandbox_id, timeout_s=1)
+        """Remove a sandbox's cell. The engine refuses a removal while another is under way
+        (a kill racing the reaper): one more try after it finishes."""
+        try:
+            self._backend.down(tenant, sandbox_id, timeout_s=1)
+        except BackendError:
+            time.sleep(0.5)
+            self._backend.down(tenant, sandbox_id, timeout_s=1)
 
     def _cell_states(self) -> dict[str, str]:
         return {cell.container: cell.state for cell in self._backend.cells()}
 
-    def _sandbox_cells(self) -> dict[str, tuple[str, dict[str, str]]]:
-        """sandbox id -> (state, the cell's agentcell labels), for every cell the service made."""
+    def _sandbox_cells(self, tenants: set[str]) -> dict[str, tuple[str, dict[str, str]]]:
+        """sandbox id -> (state, the cell's agentcell labels), for every sandbox cell of
+        ``tenants``."""
         found: dict[str, tuple[str, dict[str, str]]] = {}
         for cell in self._backend.cells():
-            if not is_sandbox_id(cell.agent):
+            if cell.tenant not in tenants or not is_sandbox_id(cell.agent):
                 continue
             labels = self._backend.trusted(self._backend.container(cell.container)) or {}
             if labels.get(LABEL_SANDBOX) != "true":

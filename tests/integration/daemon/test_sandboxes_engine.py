@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -17,9 +19,12 @@ import pytest
 
 from agentcell.daemon.contract import (
     CommandRequest,
+    FileRefused,
     Frame,
+    QuotaExceeded,
     SandboxConflict,
     SandboxInfo,
+    SandboxNotFound,
     TemplateNotFound,
     TimeoutRefused,
 )
@@ -28,6 +33,7 @@ from agentcell.daemon.sandboxes import SandboxManager
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.proof import DockerProof
 from agentcell.spec.template import TemplateSpecDocument, load_template_text
+from agentcell.spec.tenant import TenantDocument
 from agentcell.trust.config import TrustConfig
 
 SANDBOX = "agentcell/sandbox:0.1.0"
@@ -281,6 +287,134 @@ def test_bad_input_is_refused_with_the_numbers(
                 await engine.create(tenant, "py", timeout_s=3600, as_tenant=None)
             assert "3600" in refused.value.what and "600" in refused.value.what
             assert backend.cells(tenant=tenant) == []
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+@dataclass(frozen=True)
+class StoredTenant:
+    name: str
+    version: int
+    document: TenantDocument
+
+
+class Tenants:
+    """A tenant directory holding given documents (what the control plane would answer)."""
+
+    def __init__(self, *documents: TenantDocument) -> None:
+        self.documents = documents
+
+    def tenants(self) -> list[StoredTenant]:
+        return [StoredTenant(name=d.name, version=1, document=d) for d in self.documents]
+
+    def put_tenant(self, document: Mapping[str, Any], *, changed_by: str) -> StoredTenant:
+        raise NotImplementedError
+
+    def delete_tenant(self, name: str) -> bool:
+        raise NotImplementedError
+
+
+def quota(tenant: str, **limits: object) -> TenantDocument:
+    return TenantDocument.model_validate(
+        {
+            "apiVersion": "agentcell/v1",
+            "kind": "Tenant",
+            "metadata": {"name": tenant},
+            "spec": {"quota": limits},
+        }
+    )
+
+
+def test_pools_and_sandboxes_count_against_the_tenants_quota(
+    backend: DockerBackend, tenant: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        too_big = SandboxManager(
+            backend=backend,
+            templates=template(tenant, pool_min=3),
+            records=JsonSandboxRecords(tmp_path),
+            directory=Tenants(quota(tenant, cells=2)),
+            trust=TrustConfig(),
+        )
+        with pytest.raises(QuotaExceeded) as refused:
+            await too_big.start()
+        assert f"tenant {tenant}: cells 0 in use + 3 asked > 2 quota" in refused.value.what
+        await too_big.close()
+        engine = SandboxManager(
+            backend=backend,
+            templates=template(tenant, pool_min=1),
+            records=JsonSandboxRecords(tmp_path),
+            directory=Tenants(quota(tenant, cells=2)),
+            trust=TrustConfig(),
+            reap_interval_s=0.2,
+        )
+        await engine.start()
+        try:
+            await ready(engine)
+            warm = await engine.create(tenant, "py", timeout_s=None, as_tenant=None)
+            cold = await engine.create(tenant, "py", timeout_s=None, as_tenant=None)
+            assert warm.warm and not cold.warm
+            with pytest.raises(QuotaExceeded) as refused:
+                await engine.create(tenant, "py", timeout_s=None, as_tenant=None)
+            assert "cells 2 in use + 1 asked > 2 quota" in refused.value.what
+            assert len(backend.cells(tenant=tenant)) == 2
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_files_stay_in_their_sandbox(backend: DockerBackend, tenant: str, tmp_path: Path) -> None:
+    pytest.importorskip("agentcell.runtime.docker.files")
+
+    async def chunks(data: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 65536):
+            yield data[start : start + 65536]
+
+    async def scenario() -> None:
+        engine = await started(manager(backend, tenant, tmp_path, pool_min=2))
+        try:
+            await ready(engine, 2)
+            first = await engine.create(tenant, "py", timeout_s=None, as_tenant=None)
+            data = secrets.token_bytes(3 * 1024 * 1024)
+            size = await engine.write_file(tenant, first.id, "/tmp/data.bin", chunks(data))
+            assert size == len(data)
+            read = b"".join([c async for c in engine.read_file(tenant, first.id, "/tmp/data.bin")])
+            assert read == data
+            names = [entry.name for entry in await engine.list_files(tenant, first.id, "/tmp")]
+            assert "data.bin" in names
+            with pytest.raises(FileRefused) as refused:
+                await engine.write_file(tenant, first.id, "/etc/passwd", chunks(b"x"))
+            assert refused.value.reason == "bad_path"
+            await engine.kill(tenant, first.id)
+            second = await engine.create(tenant, "py", timeout_s=None, as_tenant=None)
+            assert second.warm
+            with pytest.raises(FileRefused) as refused:
+                [c async for c in engine.read_file(tenant, second.id, "/tmp/data.bin")]
+            assert refused.value.reason == "not_found"
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_set_timeout_extends_from_now_within_the_maximum(
+    backend: DockerBackend, tenant: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        engine = await started(manager(backend, tenant, tmp_path, pool_min=0))
+        try:
+            sandbox = await engine.create(tenant, "py", timeout_s=2, as_tenant=None)
+            longer = await engine.set_timeout(tenant, sandbox.id, 120)
+            assert longer.expires_at >= time.time() + 119
+            with pytest.raises(TimeoutRefused):
+                await engine.set_timeout(tenant, sandbox.id, 601)
+            await asyncio.sleep(3)
+            assert engine.sandbox(tenant, sandbox.id).state == "running"
+            with pytest.raises(SandboxNotFound):
+                engine.sandbox("someone", sandbox.id)
         finally:
             await engine.close()
 
