@@ -1,0 +1,410 @@
+"""Commands in a running cell: start one over ``docker exec``, stream its output, wait, kill.
+
+The sandbox daemon calls this library; it owns the engine's side of a command and nothing of
+the HTTP layer's (frames, sequence numbers, output limits and timeouts are the daemon's).
+
+* **Output** comes from the exec's attach stream, demultiplexed by the docker SDK's own frame
+  reader (:func:`docker.utils.socket.frames_iter`), chunk by chunk as the engine sends it.
+* **Kill** happens from the host, never by a process in the cell: runc starts every exec'd
+  process as the leader of a session of its own, so the command's processes are those of the
+  cell's PID namespace whose session or process group is the command's, plus anything that
+  descends from one of them (a child that called ``setsid``, a double fork while its parent is
+  alive). Each round stops them all (a stopped process cannot fork or ``setsid`` away), looks
+  again, then kills them, until none remain. Before any signal, the target is opened as a
+  pidfd and checked again to be in this cell's PID namespace and cgroup, so a recycled pid
+  outside the cell is never signalled.
+* **gVisor**: runsc (20221219, here) does not give exec'd processes the container's seccomp
+  profile (gVisor issue 12693), so :func:`start_command` refuses a runsc cell unless the caller
+  says ``allow_unfiltered=True``.
+
+What is not caught: a process that calls ``setsid`` and whose every ancestor up to the command
+then exits before :meth:`RunningCommand.kill` runs is reparented to the cell's init with a
+session of its own; nothing on the host ties it to the command any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import docker
+from docker.utils.socket import STDERR, STDOUT, frames_iter
+
+from agentcell.errors import BackendError, HostError, InvalidInput
+from agentcell.runtime.docker.client import translated
+
+__all__ = ["RunningCommand", "Stream", "start_command"]
+
+Stream = Literal["stdout", "stderr"]
+_STREAMS: dict[int, Stream] = {STDOUT: "stdout", STDERR: "stderr"}
+# A command that keeps forking is stopped and killed round after round; this many rounds
+# without reaching none is an error rather than a loop without end.
+KILL_ROUNDS = 50
+_WAIT_POLL_S = (0.005, 0.01, 0.02, 0.05, 0.1)
+_HOST_PROC = Path("/proc")
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class _CellFacts:
+    """What the engine says about the cell at the command's start."""
+
+    container_id: str
+    runtime: str
+    pid_namespace: int
+    """Inode of the cell's PID namespace, read from its init in the host's /proc."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Process:
+    pid: int
+    ppid: int
+    pgrp: int
+    session: int
+    start_ticks: int
+    zombie: bool
+
+
+def start_command(
+    client: docker.DockerClient,
+    container: str,
+    argv: Sequence[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str],
+    stdin: bytes | None,
+    user: str | None = None,
+    allow_unfiltered: bool = False,
+) -> RunningCommand:
+    """Start ``argv`` in the running ``container`` and return a handle on it.
+
+    The command runs as the container's user (the cell's uid) unless ``user`` is given, in
+    ``cwd`` (else the image's working directory) with ``env`` added to the image's
+    environment. ``stdin`` is written to the command and then its input is closed; with
+    ``None`` the command gets no input at all.
+
+    Raises:
+        InvalidInput: ``argv`` is empty.
+        HostError: the cell runs under runsc, whose exec'd processes escape the cell's seccomp
+            profile, and ``allow_unfiltered`` was not given.
+        CellNotFound: no such container.
+        BackendError: the container is not running, or the engine refused the exec.
+    """
+    if not argv:
+        raise InvalidInput("a command needs at least a program to run", fix="give argv[0]")
+    facts = _cell_facts(client, container)
+    if facts.runtime == "runsc" and not allow_unfiltered:
+        raise HostError(
+            f"{container} runs under gVisor (runsc), whose exec'd processes are not filtered by "
+            "the cell's seccomp profile on this runsc (gVisor issue 12693)",
+            fix="run commands in a runc or crun cell, or pass allow_unfiltered=True for a "
+            "tenant that accepts exec'd processes without the seccomp profile",
+        )
+    api = client.api
+    with translated("exec in", subject=container):
+        exec_id = str(
+            api.exec_create(
+                facts.container_id,
+                list(argv),
+                stdin=stdin is not None,
+                stdout=True,
+                stderr=True,
+                environment=dict(env),
+                workdir=cwd,
+                user=user or "",
+            )["Id"]
+        )
+        wrapper = api.exec_start(exec_id, socket=True)
+    return RunningCommand(
+        client=client,
+        container=container,
+        exec_id=exec_id,
+        pid=_started_pid(client, container, exec_id),
+        facts=facts,
+        wrapper=wrapper,
+        stdin=stdin,
+    )
+
+
+class RunningCommand:
+    """A command started by :func:`start_command`: its output, its exit code, and a kill."""
+
+    def __init__(
+        self,
+        *,
+        client: docker.DockerClient,
+        container: str,
+        exec_id: str,
+        pid: int,
+        facts: _CellFacts,
+        wrapper: Any,
+        stdin: bytes | None,
+    ) -> None:
+        self._client = client
+        self.container = container
+        self.exec_id = exec_id
+        self.pid = pid
+        """The command's host pid; its session and process group carry the same number."""
+        self._facts = facts
+        self._wrapper = wrapper
+        # The SDK wraps the hijacked connection; the socket underneath reads and half-closes.
+        self._socket = cast("socket.socket", getattr(wrapper, "_sock", wrapper))
+        self._exit_code: int | None = None
+        self._stdin_error: OSError | None = None
+        self._writer: threading.Thread | None = None
+        if stdin is not None:
+            # A thread, so a command that writes before it reads cannot deadlock against us.
+            self._writer = threading.Thread(
+                target=self._send_stdin, args=(stdin,), name=f"stdin-{exec_id[:12]}", daemon=True
+            )
+            self._writer.start()
+
+    def __enter__(self) -> RunningCommand:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _send_stdin(self, data: bytes) -> None:
+        try:
+            if data:
+                self._socket.sendall(data)
+            self._socket.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # the command ended (or closed its input) before reading it all
+            self._stdin_error = exc
+
+    def output(self) -> Iterator[tuple[Stream, bytes]]:
+        """The command's output as it is produced, ``("stdout"|"stderr", chunk)``, until both
+        streams end. Blocks; iterate it once."""
+        try:
+            for stream, data in frames_iter(self._socket, False):  # type: ignore[no-untyped-call]
+                kind = _STREAMS.get(stream)
+                if kind is not None and data:
+                    yield kind, bytes(data)
+        except OSError as exc:
+            raise BackendError(
+                f"the output stream of a command in {self.container} broke: {exc}"
+            ) from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the output stream (the command runs on). Whoever does not read
+        :meth:`output` to its end closes the handle (or uses it as a context manager)."""
+        with contextlib.suppress(OSError):
+            self._wrapper.close()
+        with contextlib.suppress(OSError):
+            self._socket.close()
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """The exit code once the command has ended; None if it still runs after ``timeout_s``
+        seconds (``None`` waits without end).
+
+        Raises:
+            BackendError: the engine does not answer.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        attempt = 0
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            pause = _WAIT_POLL_S[min(attempt, len(_WAIT_POLL_S) - 1)]
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+            attempt += 1
+
+    def poll(self) -> int | None:
+        """The exit code if the command has ended, else None, without waiting."""
+        if self._exit_code is None:
+            with translated("inspect exec in", subject=self.container):
+                info = self._client.api.exec_inspect(self.exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                self._exit_code = int(info["ExitCode"])
+        return self._exit_code
+
+    def kill(self) -> int:
+        """SIGKILL every process of the command, from the host; returns how many were killed.
+
+        Raises:
+            HostError: the cell runs under runsc, whose processes the host does not see.
+            BackendError: processes of the command were still there after every round.
+        """
+        if self._facts.runtime == "runsc":
+            raise HostError(
+                f"cannot kill a command in {self.container} from the host: gVisor's processes "
+                "are not the host's",
+                fix="kill the cell (its commands end with it)",
+            )
+        if self.pid <= 0:
+            return 0
+        killed: set[tuple[int, int]] = set()
+        for _ in range(KILL_ROUNDS):
+            members = self._members()
+            if not members:
+                return len(killed)
+            # Stop first, so nothing forks or moves while we look for the rest.
+            for process in members:
+                self._signal(process, signal.SIGSTOP)
+            members = self._members()
+            for process in members:
+                if self._signal(process, signal.SIGKILL):
+                    killed.add((process.pid, process.start_ticks))
+            time.sleep(0.01)
+        left = self._members()
+        if not left:
+            return len(killed)
+        raise BackendError(
+            f"processes of a command in {self.container} survived {KILL_ROUNDS} rounds of "
+            f"SIGKILL: {sorted(p.pid for p in left)}",
+            fix="kill the cell",
+        )
+
+    def _members(self) -> list[_Process]:
+        """The command's live processes in the cell: its session, its process group, and
+        whatever descends from them."""
+        in_cell = [
+            process
+            for process in _host_processes()
+            if _pid_namespace(process.pid) == self._facts.pid_namespace
+        ]
+        root = self.pid
+        chosen = {p.pid for p in in_cell if root in (p.pid, p.session, p.pgrp)}
+        children: dict[int, list[int]] = {}
+        for process in in_cell:
+            children.setdefault(process.ppid, []).append(process.pid)
+        pending = list(chosen)
+        while pending:
+            for child in children.get(pending.pop(), []):
+                if child not in chosen:
+                    chosen.add(child)
+                    pending.append(child)
+        return [
+            p for p in in_cell if p.pid in chosen and not p.zombie and not _is_namespace_init(p.pid)
+        ]
+
+    def _signal(self, process: _Process, signum: signal.Signals) -> bool:
+        """Signal ``process`` only if the pid still names it, in this cell."""
+        try:
+            handle = os.pidfd_open(process.pid)
+        except OSError:
+            return False  # gone
+        try:
+            # The pidfd pins the process: if the pid still names the one we chose, in this
+            # cell's namespace and cgroup, the signal cannot reach any other process.
+            now = _read_process(process.pid)
+            if (
+                now is None
+                or now.start_ticks != process.start_ticks
+                or _pid_namespace(process.pid) != self._facts.pid_namespace
+                or not _in_container_cgroup(process.pid, self._facts.container_id)
+            ):
+                return False
+            try:
+                signal.pidfd_send_signal(handle, signum)
+            except ProcessLookupError:
+                return False
+            return True
+        finally:
+            os.close(handle)
+
+
+def _started_pid(client: docker.DockerClient, container: str, exec_id: str) -> int:
+    """The exec's host pid: the engine records it a moment after the start call returns."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    attempt = 0
+    while True:
+        with translated("inspect exec in", subject=container):
+            info = client.api.exec_inspect(exec_id)
+        pid = int(info.get("Pid") or 0)
+        if pid > 0 or (not info.get("Running") and info.get("ExitCode") is not None):
+            return pid
+        if time.monotonic() >= deadline:
+            raise BackendError(f"a command in {container} did not start in {START_TIMEOUT_S} s")
+        time.sleep(_WAIT_POLL_S[min(attempt, 2)])
+        attempt += 1
+
+
+def _cell_facts(client: docker.DockerClient, container: str) -> _CellFacts:
+    with translated("inspect", subject=container):
+        attrs = client.api.inspect_container(container)
+    state = attrs.get("State") or {}
+    init_pid = int(state.get("Pid") or 0)
+    if not state.get("Running") or state.get("Restarting") or init_pid <= 0:
+        raise BackendError(
+            f"{container} is not running", fix="start the cell before running commands in it"
+        )
+    namespace = _pid_namespace(init_pid)
+    if namespace is None:
+        raise BackendError(f"cannot read the PID namespace of {container}'s init ({init_pid})")
+    return _CellFacts(
+        container_id=str(attrs["Id"]),
+        runtime=str((attrs.get("HostConfig") or {}).get("Runtime") or "runc"),
+        pid_namespace=namespace,
+    )
+
+
+def _host_processes() -> list[_Process]:
+    found = []
+    for entry in os.scandir(_HOST_PROC):
+        if entry.name.isdigit():
+            process = _read_process(int(entry.name))
+            if process is not None:
+                found.append(process)
+    return found
+
+
+def _read_process(pid: int) -> _Process | None:
+    """``/proc/<pid>/stat``: the fields after the command name, which may hold anything."""
+    try:
+        text = (_HOST_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return _Process(
+        pid=pid,
+        ppid=int(fields[1]),
+        pgrp=int(fields[2]),
+        session=int(fields[3]),
+        start_ticks=int(fields[19]),
+        zombie=fields[0] in ("Z", "X"),
+    )
+
+
+def _pid_namespace(pid: int) -> int | None:
+    try:
+        return os.stat(_HOST_PROC / str(pid) / "ns" / "pid").st_ino
+    except OSError:
+        return None
+
+
+def _is_namespace_init(pid: int) -> bool:
+    """Whether ``pid`` is its PID namespace's init (the cell's main process)."""
+    try:
+        status = (_HOST_PROC / str(pid) / "status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return line.split()[-1] == "1"
+    return False
+
+
+def _in_container_cgroup(pid: int, container_id: str) -> bool:
+    try:
+        return container_id in (_HOST_PROC / str(pid) / "cgroup").read_text()
+    except OSError:
+        return False
