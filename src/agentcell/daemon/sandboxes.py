@@ -948,7 +948,10 @@ class SandboxManager:
         probe = CommandRequest(argv=argv, shell=None, timeout_s=10.0)
         try:
             process = await self._run(self._start_process, sandbox, argv, probe)
-            code: int | None = await self._run(process.wait, 10.0)
+            try:
+                code: int | None = await self._run(process.wait, 10.0)
+            finally:
+                process.close()
         except Error:
             code = None
         found = code == 0
