@@ -154,7 +154,7 @@ class Transport:
                     connection.request(
                         method, target, body=body, headers=headers, encode_chunked=chunked
                     )
-                except (BrokenPipeError, ConnectionResetError):
+                except OSError:  # a broken pipe, a reset, or TLS's EOF
                     if not chunked:
                         raise
                     # The service may refuse a streamed body part way (413) and close: its
