@@ -64,7 +64,9 @@ class _CellFacts:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Process:
+class HostProcess:
+    """A process as the host's ``/proc/<pid>/stat`` shows it (host pids throughout)."""
+
     pid: int
     ppid: int
     pgrp: int
@@ -271,30 +273,17 @@ class RunningCommand:
             fix="kill the cell",
         )
 
-    def _members(self) -> list[_Process]:
-        """The command's live processes in the cell: its session, its process group, and
-        whatever descends from them."""
+    def _members(self) -> list[HostProcess]:
+        """The command's live processes in the cell (see :func:`command_processes`)."""
         in_cell = [
             process
             for process in _host_processes()
             if _pid_namespace(process.pid) == self._facts.pid_namespace
         ]
-        root = self.pid
-        chosen = {p.pid for p in in_cell if root in (p.pid, p.session, p.pgrp)}
-        children: dict[int, list[int]] = {}
-        for process in in_cell:
-            children.setdefault(process.ppid, []).append(process.pid)
-        pending = list(chosen)
-        while pending:
-            for child in children.get(pending.pop(), []):
-                if child not in chosen:
-                    chosen.add(child)
-                    pending.append(child)
-        return [
-            p for p in in_cell if p.pid in chosen and not p.zombie and not _is_namespace_init(p.pid)
-        ]
+        chosen = command_processes(in_cell, self.pid)
+        return [p for p in chosen if not _is_namespace_init(p.pid)]
 
-    def _signal(self, process: _Process, signum: signal.Signals) -> bool:
+    def _signal(self, process: HostProcess, signum: signal.Signals) -> bool:
         """Signal ``process`` only if the pid still names it, in this cell."""
         try:
             handle = os.pidfd_open(process.pid)
@@ -318,6 +307,23 @@ class RunningCommand:
             return True
         finally:
             os.close(handle)
+
+
+def command_processes(processes: Sequence[HostProcess], leader: int) -> list[HostProcess]:
+    """Of ``processes`` (those of one PID namespace), the live ones of the command whose
+    exec'd process is ``leader``: its session, its process group, and whatever descends from
+    one of them. Zombies are left out (they are dead already)."""
+    chosen = {p.pid for p in processes if leader in (p.pid, p.session, p.pgrp)}
+    children: dict[int, list[int]] = {}
+    for process in processes:
+        children.setdefault(process.ppid, []).append(process.pid)
+    pending = list(chosen)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in chosen:
+                chosen.add(child)
+                pending.append(child)
+    return [p for p in processes if p.pid in chosen and not p.zombie]
 
 
 def _started_pid(client: docker.DockerClient, container: str, exec_id: str) -> int:
@@ -355,7 +361,7 @@ def _cell_facts(client: docker.DockerClient, container: str) -> _CellFacts:
     )
 
 
-def _host_processes() -> list[_Process]:
+def _host_processes() -> list[HostProcess]:
     found = []
     for entry in os.scandir(_HOST_PROC):
         if entry.name.isdigit():
@@ -365,16 +371,21 @@ def _host_processes() -> list[_Process]:
     return found
 
 
-def _read_process(pid: int) -> _Process | None:
-    """``/proc/<pid>/stat``: the fields after the command name, which may hold anything."""
+def _read_process(pid: int) -> HostProcess | None:
     try:
         text = (_HOST_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
+    return parse_stat(pid, text)
+
+
+def parse_stat(pid: int, text: str) -> HostProcess | None:
+    """``/proc/<pid>/stat``: the fields after the command name, which may hold anything
+    (spaces, parentheses), so they are found after its last ``)``."""
     fields = text[text.rfind(")") + 2 :].split()
     if len(fields) < 20:
         return None
-    return _Process(
+    return HostProcess(
         pid=pid,
         ppid=int(fields[1]),
         pgrp=int(fields[2]),
