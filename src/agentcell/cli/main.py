@@ -362,6 +362,7 @@ def image_bootstrap(
 def _register_area_commands() -> None:
     """Commands that live in their area's module (each imports its heavy parts lazily)."""
     from agentcell.cli import (
+        daemon_cmds,
         identity_cmds,
         net_cmds,
         policy_cmds,
@@ -398,6 +399,8 @@ def _register_area_commands() -> None:
     tenant_app.command("delete")(tenant_cmds.tenant_delete)
 
     app.add_typer(net_cmds.net_app, name="net")
+
+    app.add_typer(daemon_cmds.daemon_app, name="daemon")
 
     app.add_typer(sandbox_cmds.sandbox_app, name="sandbox")
     app.command("run")(sandbox_cmds.run_command)
