@@ -110,11 +110,20 @@ def print_lint(report: LintReport, console: Console) -> None:
         console.print(head)
         for finding in result.findings:
             console.print(_finding_text(finding))
+    for tenant in report.tenant_results:
+        head = Text(printable(f"{tenant.doc.file}:{tenant.doc.line}  "), style="bold")
+        head.append(printable(f"tenant {tenant.doc.name}"), style="bold")
+        if not tenant.findings:
+            head.append("  clean", style="green")
+        console.print(head)
+        for finding in tenant.findings:
+            console.print(_finding_text(finding))
     if report.problems:
         console.print(Text("invalid input (nothing judged in these documents):", style="bold red"))
         for problem in report.problems:
             console.print(_problem_text(problem))
-    summary = Text(f"{len(report.results)} document(s) judged by policy {report.policy}: ")
+    judged = len(report.results) + len(report.tenant_results)
+    summary = Text(f"{judged} document(s) judged by policy {report.policy}: ")
     summary.append_text(_summary(report.counts()))
     if report.problems:
         summary.append(f"; {len(report.problems)} input problem(s)", style="bold red")
@@ -274,22 +283,35 @@ def _problem_json(problem: SpecError) -> dict[str, Any]:
 
 def lint_json(report: LintReport) -> str:
     """The lint report as a ``LintReport`` envelope: one item per judged document."""
+    agents = [
+        {
+            "kind": "Agent",
+            "tenant": result.doc.tenant,
+            "name": result.doc.name,
+            "file": result.doc.file,
+            "line": result.doc.line,
+            "findings": [_finding_json(f) for f in result.findings],
+        }
+        for result in report.results
+    ]
+    tenants = [
+        {
+            "kind": "Tenant",
+            "tenant": tenant.doc.name,
+            "name": tenant.doc.name,
+            "file": tenant.doc.file,
+            "line": tenant.doc.line,
+            "findings": [_finding_json(f) for f in tenant.findings],
+        }
+        for tenant in report.tenant_results
+    ]
     document = envelope(
         "LintReport",
-        (
-            {
-                "tenant": result.doc.tenant,
-                "name": result.doc.name,
-                "file": result.doc.file,
-                "line": result.doc.line,
-                "findings": [_finding_json(f) for f in result.findings],
-            }
-            for result in report.results
-        ),
+        [*agents, *tenants],
         agentcell_version=__version__,
         policy=report.policy,
         summary={
-            "documents": len(report.results),
+            "documents": len(report.results) + len(report.tenant_results),
             **report.counts(),
             "problems": len(report.problems),
         },

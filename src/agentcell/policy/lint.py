@@ -16,7 +16,14 @@ from typing import Literal
 
 from agentcell.errors import SpecError
 from agentcell.policy.admission import SEVERITY_RANK, Finding, Policy, apply_exceptions
-from agentcell.spec.load import SPEC_SUFFIXES, SpecBundle, SpecDocument, load_bundle
+from agentcell.policy.tenants import tenant_findings
+from agentcell.spec.load import (
+    SPEC_SUFFIXES,
+    SpecBundle,
+    SpecDocument,
+    TenantSpecDocument,
+    load_bundle,
+)
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -25,6 +32,7 @@ __all__ = [
     "FailOn",
     "LintReport",
     "SpecResult",
+    "TenantResult",
     "lint",
 ]
 
@@ -43,6 +51,14 @@ class SpecResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TenantResult:
+    """The findings about one Tenant document (:func:`agentcell.policy.tenants.tenant_findings`)."""
+
+    doc: TenantSpecDocument
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class LintReport:
     """What ``lint`` found: findings per valid document, and problems with the input."""
 
@@ -50,12 +66,16 @@ class LintReport:
     results: tuple[SpecResult, ...]
     problems: tuple[SpecError, ...]
     """Files that could not be read, parsed or validated; each names its file and line."""
+    tenant_results: tuple[TenantResult, ...] = ()
+    """The Tenant documents read, with their findings."""
 
     @property
     def findings(self) -> Iterator[Finding]:
-        """Every finding, document by document."""
+        """Every finding, document by document (agents first, then tenants)."""
         for result in self.results:
             yield from result.findings
+        for tenant in self.tenant_results:
+            yield from tenant.findings
 
     def counts(self) -> dict[str, int]:
         """How many findings of each severity count against the input (excepted ones do not),
@@ -81,29 +101,42 @@ class LintReport:
 def lint(paths: Iterable[str | Path], policy: Policy) -> LintReport:
     """Load every spec under ``paths`` (files and directories) and judge each Agent by
     ``policy``, and each SandboxTemplate's cell; Tenant documents are checked by the loader
-    (a bad one is a problem)."""
+    (a bad one is a problem) and by :func:`~agentcell.policy.tenants.tenant_findings`."""
     paths = list(paths)
     problems: list[SpecError] = []
     try:
-        documents = _judged(load_bundle(paths))
+        bundle = load_bundle(paths)
+        documents, tenants = _judged(bundle), list(bundle.tenants)
     except SpecError as exc:
         problems.extend(exc.problems or (exc,))
-        documents = _loadable(paths)
+        documents, tenants = _loadable(paths)
     results = tuple(
         SpecResult(doc=doc, findings=tuple(apply_exceptions(doc, policy.evaluate(doc))))
         for doc in documents
     )
-    return LintReport(policy=policy.name, results=results, problems=tuple(problems))
+    tenant_results = tuple(
+        TenantResult(doc=doc, findings=tuple(tenant_findings(doc.document, locate=doc.where)))
+        for doc in tenants
+    )
+    return LintReport(
+        policy=policy.name,
+        results=results,
+        problems=tuple(problems),
+        tenant_results=tenant_results,
+    )
 
 
-def _loadable(paths: Iterable[str | Path]) -> list[SpecDocument]:
+def _loadable(paths: Iterable[str | Path]) -> tuple[list[SpecDocument], list[TenantSpecDocument]]:
     """The documents of every file that loads on its own, once loading all of them together
     failed (and reported every problem)."""
     documents: list[SpecDocument] = []
+    tenants: list[TenantSpecDocument] = []
     for file in _files(paths):
         with contextlib.suppress(SpecError):
-            documents.extend(_judged(load_bundle([file])))
-    return documents
+            bundle = load_bundle([file])
+            documents.extend(_judged(bundle))
+            tenants.extend(bundle.tenants)
+    return documents, tenants
 
 
 def _judged(bundle: SpecBundle) -> list[SpecDocument]:

@@ -14,7 +14,8 @@ Rule ids are stable (``^[A-Z]+-\\d{3}$``); specs name them in ``spec.exceptions`
 
 Each rule is defined beside its check, in the module of its theme: :mod:`.privilege`,
 :mod:`.syscalls`, :mod:`.filesystem`, :mod:`.resources`, :mod:`.namespaces`,
-:mod:`.supply_chain` and :mod:`.meta` (rules about the policy and the spec themselves). This
+:mod:`.supply_chain`, :mod:`.network` (rules about a tenant's network, judged on Tenant
+documents) and :mod:`.meta` (rules about the policy and the spec themselves). This
 module assembles them into :data:`CATALOGUE`, in id order.
 """
 
@@ -24,6 +25,7 @@ from agentcell.policy.rules import (
     filesystem,
     meta,
     namespaces,
+    network,
     privilege,
     resources,
     supply_chain,
@@ -61,6 +63,7 @@ _THEMED: tuple[Rule, ...] = (
     *filesystem.RULES,
     *resources.RULES,
     *namespaces.RULES,
+    *network.RULES,
     *supply_chain.RULES,
 )
 
