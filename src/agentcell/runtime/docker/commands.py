@@ -48,9 +48,10 @@ _STREAMS: dict[int, Stream] = {STDOUT: "stdout", STDERR: "stderr"}
 # A command that keeps forking is stopped and killed round after round; this many rounds
 # without reaching none is an error rather than a loop without end.
 KILL_ROUNDS = 50
-_WAIT_POLL_S = (0.005, 0.01, 0.02, 0.05, 0.1)
+_WAIT_POLL_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 _HOST_PROC = Path("/proc")
 START_TIMEOUT_S = 30.0
+_PID_POLL_S = 0.002
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +130,6 @@ def start_command(
         client=client,
         container=container,
         exec_id=exec_id,
-        pid=_started_pid(client, container, exec_id),
         facts=facts,
         wrapper=wrapper,
         stdin=stdin,
@@ -145,7 +145,6 @@ class RunningCommand:
         client: docker.DockerClient,
         container: str,
         exec_id: str,
-        pid: int,
         facts: _CellFacts,
         wrapper: Any,
         stdin: bytes | None,
@@ -153,8 +152,7 @@ class RunningCommand:
         self._client = client
         self.container = container
         self.exec_id = exec_id
-        self.pid = pid
-        """The command's host pid; its session and process group carry the same number."""
+        self._pid: int | None = None
         self._facts = facts
         self._wrapper = wrapper
         # The SDK wraps the hijacked connection; the socket underneath reads and half-closes.
@@ -168,6 +166,19 @@ class RunningCommand:
                 target=self._send_stdin, args=(stdin,), name=f"stdin-{exec_id[:12]}", daemon=True
             )
             self._writer.start()
+
+    @property
+    def pid(self) -> int:
+        """The command's host pid (its session and process group carry the same number), 0
+        if it ended before the engine recorded one. The engine records it a moment after the
+        start (tens of milliseconds): the first read waits for it.
+
+        Raises:
+            BackendError: the command did not start in time, or the engine does not answer.
+        """
+        if self._pid is None:
+            self._pid = _started_pid(self._client, self.container, self.exec_id)
+        return self._pid
 
     def __enter__(self) -> RunningCommand:
         return self
@@ -329,7 +340,6 @@ def command_processes(processes: Sequence[HostProcess], leader: int) -> list[Hos
 def _started_pid(client: docker.DockerClient, container: str, exec_id: str) -> int:
     """The exec's host pid: the engine records it a moment after the start call returns."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    attempt = 0
     while True:
         with translated("inspect exec in", subject=container):
             info = client.api.exec_inspect(exec_id)
@@ -338,8 +348,8 @@ def _started_pid(client: docker.DockerClient, container: str, exec_id: str) -> i
             return pid
         if time.monotonic() >= deadline:
             raise BackendError(f"a command in {container} did not start in {START_TIMEOUT_S} s")
-        time.sleep(_WAIT_POLL_S[min(attempt, 2)])
-        attempt += 1
+        # Short and steady: the start takes tens of milliseconds, and callers wait on it.
+        time.sleep(_PID_POLL_S)
 
 
 def _cell_facts(client: docker.DockerClient, container: str) -> _CellFacts:
