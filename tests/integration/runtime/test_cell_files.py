@@ -267,6 +267,7 @@ def run_hardened(
     image: str,
     argv: list[str],
     tmpfs: dict[str, str],
+    mem_limit: str = "256m",
 ) -> str:
     name = created.container("agentcell-test-files-" + secrets.token_hex(4))
     client.containers.run(

@@ -42,7 +42,9 @@ def frames(*chunks: bytes, commit: bool = True) -> bytes:
 
 def test_an_upload_is_written_whole_when_its_last_frame_arrives(tmp_path: Path) -> None:
     answers, _ = helper("write", tmp_path, f"{tmp_path}/f", frames(b"ab", b"cd"))
-    assert answers == [{"ok": True, "ready": True}, {"ok": True, "size": 4}]
+    ready, done = answers
+    assert ready["ok"] is True and ready["temporary"].startswith(".f.agentcell-")
+    assert done == {"ok": True, "size": 4}
     assert (tmp_path / "f").read_bytes() == b"abcd"
     assert oct((tmp_path / "f").stat().st_mode & 0o777) == oct(0o644)
 

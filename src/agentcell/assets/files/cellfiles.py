@@ -158,7 +158,7 @@ def do_write(root: str, path: str, out: IO[bytes]) -> None:
     )
     committed = False
     try:
-        answer(out, ok=True, ready=True)
+        answer(out, ok=True, ready=True, temporary=temporary)
         stdin = sys.stdin.buffer
         size = 0
         while True:

@@ -48,6 +48,8 @@ FRAME_BYTES = 1024 * 1024
 # cell cannot fill the host's memory through them.
 MAX_ANSWER_BYTES = 1024 * 1024
 MAX_DIAGNOSTIC_BYTES = 64 * 1024
+# A listing is held whole: bounded, against a directory (or a lying helper) without end.
+MAX_ENTRIES = 100_000
 _PROGRAM = asset("files", "cellfiles.py").read_text()
 # The engine answers an exec whose program is missing with these (runc: "not found", "not
 # executable").
@@ -110,25 +112,39 @@ class CellFiles:
         """
         root = self._root_of(path, whole_root_allowed=False)
         with self._helper("write", root, path, stdin=True) as helper:
-            helper.expect_answer()  # ready: the path is good, a temporary file exists
-            sent_all = False
+            # Ready: the path is good, and a temporary file exists beside the target.
+            name = str(helper.expect_answer().get("temporary", ""))
+            if not name.startswith(".") or ".agentcell-" not in name or "/" in name:
+                raise BackendError(f"the file helper in {self.container} answered nonsense")
+            temporary = posixpath.join(posixpath.dirname(path), name)
             try:
-                for chunk in chunks:
-                    for start in range(0, len(chunk), FRAME_BYTES):
-                        piece = chunk[start : start + FRAME_BYTES]
-                        if not helper.send(struct.pack(">I", len(piece)) + piece):
-                            # The helper stopped reading: its answer says why (too_large).
-                            return int(helper.expect_answer()["size"])
-                sent_all = True
-            finally:
-                if not sent_all:
-                    # The caller's chunks failed: end the input without the final frame, so
-                    # the helper discards the upload, and wait until it has.
-                    helper.close_input()
-                    helper.drain()
-            helper.send(struct.pack(">I", 0))
-            helper.close_input()
-            return int(helper.expect_answer()["size"])
+                return self._send(helper, chunks)
+            except BackendError:
+                # The helper died (an OOM kill when the tmpfs outgrows the cell's memory, say)
+                # before it could remove its temporary file: remove it now.
+                with contextlib.suppress(Error):
+                    self.remove(temporary)
+                raise
+
+    def _send(self, helper: _Helper, chunks: Iterable[bytes]) -> int:
+        sent_all = False
+        try:
+            for chunk in chunks:
+                for start in range(0, len(chunk), FRAME_BYTES):
+                    piece = chunk[start : start + FRAME_BYTES]
+                    if not helper.send(struct.pack(">I", len(piece)) + piece):
+                        # The helper stopped reading: its answer says why (too_large).
+                        return int(helper.expect_answer()["size"])
+            sent_all = True
+        finally:
+            if not sent_all:
+                # The caller's chunks failed: end the input without the final frame, so the
+                # helper discards the upload, and wait until it has.
+                helper.close_input()
+                helper.drain()
+        helper.send(struct.pack(">I", 0))
+        helper.close_input()
+        return int(helper.expect_answer()["size"])
 
     def read(self, path: str) -> Iterator[bytes]:
         """The bytes of the file ``path``, streamed. The path is checked before this returns,
@@ -161,6 +177,12 @@ class CellFiles:
                 line = helper.expect_answer(entries_allowed=True)
                 if not line.get("entry"):
                     return entries
+                if len(entries) >= MAX_ENTRIES:
+                    raise CellFileError(
+                        f"{path} holds more than {MAX_ENTRIES} entries",
+                        reason="too_large",
+                        fix="list a directory with fewer entries",
+                    )
                 entries.append(_entry(line))
 
     def remove(self, path: str) -> None:
