@@ -1,0 +1,1 @@
+"""Integration tests of the host service and its sandbox engine."""

@@ -1,0 +1,284 @@
+"""The host service as a user meets it: a real ``agentcell daemon serve`` process over real
+TLS (verified against its own CA) and its Unix socket, driving the real sandbox engine on the
+real Docker Engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import stat
+import subprocess
+import time
+
+import docker
+import pytest
+
+from agentcell.daemon.app import ROUTES
+
+from .conftest import MakeDaemon, TwoTenants
+from .daemon_harness import AGENTCELL, DaemonClient, new_tenant, template_yaml
+
+FILE = "/tmp/secret.txt"
+
+
+def _create(client: DaemonClient, template: str = "py", **extra: object) -> dict[str, object]:
+    reply = client.request("POST", "/v1/sandboxes", json_body={"template": template, **extra})
+    assert reply.status == 201, reply.body
+    body: dict[str, object] = reply.json()
+    return body
+
+
+def test_tls_socket_record_and_file_modes(make_daemon: MakeDaemon) -> None:
+    daemon = make_daemon()
+    assert daemon.client(None).request("GET", "/healthz").json() == {"ok": True}
+    assert daemon.client(None, via="unix").request("GET", "/healthz").status == 200
+    # Another CA's client refuses the service: the certificate really is checked.
+    other = ssl.create_default_context()
+    with pytest.raises(ssl.SSLCertVerificationError), other.wrap_socket(
+        __import__("socket").create_connection(("127.0.0.1", daemon.port)),
+        server_hostname="127.0.0.1",
+    ):
+        pass
+    record = json.loads((daemon.directory / "daemon.json").read_text())
+    assert record == {
+        "pid": daemon.process.process.pid if daemon.process.process else 0,
+        "url": daemon.url,
+        "socket": str(daemon.socket),
+        "ca": str(daemon.ca),
+    }
+    assert stat.S_IMODE(os.stat(daemon.socket).st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(daemon.directory / "admin.token").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(daemon.directory / "daemon.db").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(daemon.directory).st_mode) == 0o700
+    status = daemon.cli("daemon", "status")
+    assert status.returncode == 0 and daemon.url in status.stdout
+
+    assert daemon.process.stop() == 0
+    assert not (daemon.directory / "daemon.json").exists()
+    assert not daemon.socket.exists()
+    assert daemon.cli("daemon", "status").returncode == 1
+
+
+def test_a_second_service_on_the_same_state_is_refused(make_daemon: MakeDaemon) -> None:
+    daemon = make_daemon()
+    pid = daemon.process.process.pid if daemon.process.process else 0
+    second = subprocess.run(
+        [AGENTCELL, "daemon", "serve", "--listen", "127.0.0.1:1", "--no-network-services"],
+        env=daemon.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 3
+    assert f"pid {pid}" in second.stderr and daemon.url in second.stderr
+    # The first one is untouched: its socket and record are still there and it serves.
+    assert daemon.client(None, via="unix").request("GET", "/healthz").status == 200
+    assert (daemon.directory / "daemon.json").exists()
+
+
+def test_openapi_shows_each_route_with_its_audience(make_daemon: MakeDaemon) -> None:
+    daemon = make_daemon()
+    document = daemon.client(None).request("GET", "/openapi.json").json()
+    for route in ROUTES:
+        operation = document["paths"][route.path][route.method.lower()]
+        assert operation["x-agentcell-audience"] == route.audience
+
+
+def test_tokens_are_refused_outside_their_audience(two_tenants: TwoTenants) -> None:
+    daemon = two_tenants.daemon
+    for route in ROUTES:
+        path = route.path.replace("{id}", "sbx-0000000000000000").replace("{cid}", "cmd-00")
+        if route.audience == "public":
+            continue
+        anonymous = daemon.client(None).request(route.method, path, json_body={})
+        assert anonymous.status == 401, (route.path, anonymous.body)
+        forged = daemon.client("acs_" + "x" * 43).request(route.method, path, json_body={})
+        assert forged.status == 401, route.path
+        if route.audience == "admin":
+            tenant = two_tenants.client_a.request(route.method, path, json_body={})
+            assert tenant.status == 401 and tenant.json()["reason"] == "admin_only", route.path
+
+
+def test_tenant_b_is_refused_on_tenant_a_sandbox_on_every_route(two_tenants: TwoTenants) -> None:
+    a, b = two_tenants.client_a, two_tenants.client_b
+    sandbox = _create(a)
+    sandbox_id = str(sandbox["id"])
+    written = a.request("PUT", "/v1/sandboxes/" + sandbox_id + "/files", query={"path": FILE},
+                        body=b"tenant a only\n")  # fmt: skip
+    assert written.status == 200, written.body
+    started = a.request(
+        "POST", f"/v1/sandboxes/{sandbox_id}/commands",
+        json_body={"argv": ["sleep", "300"], "background": True},
+    )  # fmt: skip
+    assert started.status == 200, started.body
+    command_id = started.json()["id"]
+    unknown = b.request("GET", "/v1/sandboxes/sbx-0123456789abcdef").json()
+
+    bodies: dict[str, object] = {
+        "set_timeout": {"timeout_s": 60},
+        "run_command": {"argv": ["cat", FILE]},
+    }
+    checked: set[str] = set()
+    for route in ROUTES:
+        if route.audience != "tenant" or "{id}" not in route.path:
+            continue
+        path = route.path.replace("{id}", sandbox_id).replace("{cid}", command_id)
+        query = {"path": FILE} if any(q.name == "path" for q in route.query) else None
+        if route.body == "raw":
+            reply = b.request(route.method, path, query=query, body=b"overwritten by b\n")
+        else:
+            reply = b.request(route.method, path, query=query, json_body=bodies.get(route.handler))
+        assert reply.status == 404, (route.method, route.path, reply.body)
+        answer = reply.json()
+        # Exactly what an unknown id gets: no oracle.
+        assert answer == {**unknown, "error": answer["error"]}, route.path
+        assert sandbox_id in answer["error"] or "sbx-" in answer["error"]
+        checked.add(route.handler)
+
+    # The routes without a sandbox id: B sees and makes only its own.
+    listed = b.request("GET", "/v1/sandboxes").json()["items"]
+    assert sandbox_id not in [item["id"] for item in listed]
+    templates = b.request("GET", "/v1/templates").json()["items"]
+    assert {t["tenant"] for t in templates} == {two_tenants.b}
+    refused = b.request(
+        "POST", "/v1/sandboxes", json_body={"template": "py", "tenant": two_tenants.a}
+    )
+    assert refused.status == 400 and refused.json()["reason"] == "tenant_not_allowed"
+    own = _create(b)
+    assert own["tenant"] == two_tenants.b
+    checked |= {"list_sandboxes", "templates", "create_sandbox"}
+    tenant_routes = {r.handler for r in ROUTES if r.audience == "tenant"}
+    assert checked == tenant_routes, f"routes not checked: {tenant_routes - checked}"
+
+    # A's sandbox, file and command are as A left them.
+    assert a.request("GET", f"/v1/sandboxes/{sandbox_id}").json()["state"] == "running"
+    content = a.request("GET", f"/v1/sandboxes/{sandbox_id}/files", query={"path": FILE})
+    assert content.body == b"tenant a only\n"
+    command = a.request("GET", f"/v1/sandboxes/{sandbox_id}/commands/{command_id}").json()
+    assert command["state"] == "running"
+
+
+def test_a_sandbox_from_create_to_kill(two_tenants: TwoTenants) -> None:
+    a = two_tenants.client_a
+    sandbox = _create(a)
+    sandbox_id = str(sandbox["id"])
+    assert sandbox["warm"] is True and sandbox["tenant"] == two_tenants.a
+    script = "for i in $(seq 1 200); do echo line $i; done; echo oops >&2; exit 7"
+    frames = a.request(
+        "POST", f"/v1/sandboxes/{sandbox_id}/commands", json_body={"shell": script}
+    ).frames()
+    assert [f["seq"] for f in frames] == list(range(len(frames)))
+    assert frames[0]["type"] == "start" and frames[-1]["type"] == "end"
+    assert frames[-1]["exit_code"] == 7 and frames[-1]["reason"] == "exited"
+    import base64
+
+    out = b"".join(base64.b64decode(f["data"]) for f in frames if f["type"] == "stdout")
+    assert out.decode().splitlines() == [f"line {i}" for i in range(1, 201)]
+    command_id = frames[0]["command"]
+    # Resuming after frame N gives exactly the frames after it.
+    resumed = a.request(
+        "GET", f"/v1/sandboxes/{sandbox_id}/commands/{command_id}/output", query={"after": "5"}
+    ).frames()
+    assert resumed == frames[6:]
+
+    # A file streamed in chunks (the body is never read whole) comes back the same.
+    payload = os.urandom(8 * 1024 * 1024)
+    chunks = (payload[i : i + 65536] for i in range(0, len(payload), 65536))
+    written = a.request("PUT", f"/v1/sandboxes/{sandbox_id}/files",
+                        query={"path": "/tmp/blob"}, body=chunks)  # fmt: skip
+    assert written.json() == {"path": "/tmp/blob", "size": len(payload)}
+    assert a.request("GET", f"/v1/sandboxes/{sandbox_id}/files",
+                     query={"path": "/tmp/blob"}).body == payload  # fmt: skip
+    listing = a.request("GET", f"/v1/sandboxes/{sandbox_id}/files/list", query={"path": "/tmp"})
+    assert "blob" in [item["name"] for item in listing.json()["items"]]
+    removed = a.request("DELETE", f"/v1/sandboxes/{sandbox_id}/files", query={"path": "/tmp/blob"})
+    assert removed.status == 204
+
+    assert a.request("DELETE", f"/v1/sandboxes/{sandbox_id}").status == 204
+    after = a.request("GET", f"/v1/sandboxes/{sandbox_id}")
+    assert after.status == 404 or after.json()["state"] == "killed"
+    gone = a.request("POST", f"/v1/sandboxes/{sandbox_id}/commands", json_body={"argv": ["true"]})
+    assert gone.status in (404, 409)
+
+
+def test_bad_input_gets_one_clear_error_and_the_service_keeps_serving(
+    two_tenants: TwoTenants,
+) -> None:
+    a = two_tenants.client_a
+    sandbox_id = str(_create(a)["id"])
+    base = f"/v1/sandboxes/{sandbox_id}"
+    cases = [
+        (a.request("POST", "/v1/sandboxes", json_body={"template": "nope"}), 404),
+        (a.request("POST", "/v1/sandboxes", json_body={"template": "py", "timeout_s": 3600}), 400),
+        (a.request("POST", "/v1/sandboxes", body=b"{not json", headers={}), 422),
+        (a.request("POST", "/v1/sandboxes", json_body={"template": "py", "x": 1}), 422),
+        (a.request("POST", f"{base}/timeout", json_body={"timeout_s": -1}), 422),
+        (a.request("GET", f"{base}/files", query={"path": "/etc/passwd"}), 400),
+        (a.request("GET", f"{base}/files", query={"path": "/tmp/../etc/passwd"}), 400),
+        (a.request("GET", f"{base}/files", query={"path": "/tmp/absent"}), 404),
+        (a.request("GET", f"{base}/files"), 400),
+        (a.request("GET", f"{base}/commands/cmd-00", query={"wait": "x"}), 400),
+        (a.request("POST", "/v1/sandboxes", body=b"{" + b" " * (5 * 1024 * 1024) + b"}"), 413),
+        (a.request("GET", "/v1/unknown"), 404),
+    ]
+    for reply, status in cases:
+        assert reply.status == status, reply.body
+        body = reply.json()
+        assert set(body) == {"error", "reason", "fix"} and body["error"] and body["reason"]
+        assert b"Traceback" not in reply.body
+    assert a.request("GET", base).json()["state"] == "running"
+
+
+def test_an_upload_larger_than_the_tmpfs_is_refused_and_nothing_is_left(
+    make_daemon: MakeDaemon,
+) -> None:
+    tenant = new_tenant("du")
+    daemon = make_daemon(
+        templates={"t.yaml": template_yaml(tenant, tmpfs_mib=16)}, tenants=(tenant,)
+    )
+    client = daemon.client(daemon.token(tenant))
+    sandbox_id = str(_create(client)["id"])
+    chunk = b"\0" * (1024 * 1024)
+    reply = client.request("PUT", f"/v1/sandboxes/{sandbox_id}/files",
+                           query={"path": "/tmp/big"}, body=(chunk for _ in range(64)))  # fmt: skip
+    assert reply.status == 413, reply.body
+    assert reply.json()["reason"] == "too_large"
+    listed = client.request("GET", f"/v1/sandboxes/{sandbox_id}/files/list", query={"path": "/tmp"})
+    assert "big" not in [item["name"] for item in listed.json()["items"]]
+    assert client.request("GET", "/healthz").status == 200
+
+
+def test_sigterm_keeps_sandboxes_and_the_next_start_adopts_them(
+    two_tenants: TwoTenants, docker_client: docker.DockerClient
+) -> None:
+    daemon, a = two_tenants.daemon, two_tenants.client_a
+    sandbox = _create(a)
+    sandbox_id = str(sandbox["id"])
+    assert daemon.process.stop() == 0
+    container = docker_client.containers.get(str(sandbox["cell"]))
+    assert container.status == "running"
+    daemon.process.start()
+    again = a.request("GET", f"/v1/sandboxes/{sandbox_id}")
+    assert again.status == 200 and again.json()["state"] == "running"
+    frames = a.request(
+        "POST", f"/v1/sandboxes/{sandbox_id}/commands", json_body={"argv": ["echo", "back"]}
+    ).frames()
+    assert frames[-1]["exit_code"] == 0
+
+
+def test_a_revoked_token_is_refused_at_once(two_tenants: TwoTenants) -> None:
+    daemon = two_tenants.daemon
+    listing = daemon.cli("daemon", "token", "list", "-o", "json")
+    assert two_tenants.token_a not in listing.stdout  # only digests are kept
+    items = json.loads(listing.stdout)["items"]
+    token_id = next(item["id"] for item in items if item["tenant"] == two_tenants.a)
+    assert two_tenants.client_a.request("GET", "/v1/sandboxes").status == 200
+    revoked = daemon.cli("daemon", "token", "revoke", token_id)
+    assert revoked.returncode == 0, revoked.stderr
+    time.sleep(0.1)
+    assert two_tenants.client_a.request("GET", "/v1/sandboxes").status == 401
+    again = daemon.cli("daemon", "token", "revoke", token_id)
+    assert again.returncode == 2 and again.stderr.startswith("error:")
+    raw = (daemon.directory / "daemon.db").read_bytes()
+    assert two_tenants.token_b.encode() not in raw
