@@ -83,17 +83,19 @@ def test_follow_sees_new_records_across_a_rotation(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     log = DecisionLog(path, max_bytes=600)
     write(log, "before.test")
-    stop = threading.Event()
+    stop, started = threading.Event(), threading.Event()
     seen: list[str] = []
 
     def reader() -> None:
         for entry in read_decisions(path, follow=True, poll_interval=0.02, stop=stop):
             seen.append(entry.name or "")
+            started.set()
             if entry.name == "last.test":
                 stop.set()
 
     thread = threading.Thread(target=reader)
     thread.start()
+    assert started.wait(10)  # following the file before it rotates (twice would lose a record)
     for index in range(10):  # enough to rotate a 600-byte log
         write(log, f"during{index}.test")
     write(log, "last.test")
