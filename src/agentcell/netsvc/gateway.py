@@ -296,9 +296,8 @@ class Gateway:
             return verdict, None, name
         try:
             addresses = await self.upstream.addresses(name)
-        except (NoUpstream, UpstreamFailed, ValueError) as exc:
-            reason = exc.what if isinstance(exc, NoUpstream | UpstreamFailed) else str(exc)
-            return Verdict(decision="deny", reason=f"cannot resolve {name}: {reason}"), None, name
+        except (NoUpstream, UpstreamFailed) as exc:
+            return Verdict(decision="deny", reason=f"cannot resolve {name}: {exc.what}"), None, name
         if not addresses:
             return Verdict(decision="deny", reason=f"{name} has no address upstream"), None, name
         first: Verdict | None = None

@@ -146,9 +146,12 @@ class UpstreamResolver:
 
         Raises:
             NoUpstream: no server is configured.
-            UpstreamFailed: every server failed or timed out.
+            UpstreamFailed: every server failed or timed out, or ``name`` is no DNS name.
         """
-        qname = dns.name.from_text(name)
+        try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException as exc:
+            raise UpstreamFailed(f"{name!r} is not a DNS name: {exc}") from exc
         found: list[Address] = []
         for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             answer = await self.query(qname, rdtype)

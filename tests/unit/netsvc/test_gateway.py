@@ -219,3 +219,18 @@ def test_server_name_reader() -> None:
     assert read_server_name(hello) == "Files.PyPI.org"
     with pytest.raises(Exception, match="not TLS"):
         read_server_name(b"GET / HTTP/1.1\r\n\r\n")
+
+
+def test_a_malformed_name_under_a_wide_rule_is_refused_not_crashed(tmp_path: Path) -> None:
+    live = LiveView(view([{"name": "*", "ports": [443]}]))
+    with LoggingUpstream({}) as upstream:
+
+        async def body(gateway: Gateway, proxy_port: int, sni_port: int) -> None:
+            head, _, writer = await connect_via_proxy(proxy_port, "a..b:443")
+            writer.close()
+            assert head.startswith(b"HTTP/1.1 403")
+
+        log = run(tmp_path, live, upstream.address, body)
+        assert upstream.seen == []
+    (entry,) = read_decisions(log)
+    assert entry.decision == "deny" and "not a DNS name" in entry.reason
