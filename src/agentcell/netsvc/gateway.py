@@ -159,8 +159,8 @@ class Gateway:
             self._open[source] += 1
             try:
                 await handler(reader, writer, source)
-            except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-                pass
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, h11.ProtocolError):
+                pass  # the peer went away or spoke nonsense: nothing more to do for it
             finally:
                 self._open[source] -= 1
                 if not self._open[source]:

@@ -151,7 +151,11 @@ class Resolver:
     async def _answer_datagram(
         self, data: bytes, peer: tuple[str, int], reply: asyncio.DatagramTransport
     ) -> None:
-        answer = await self.answer(data, peer[0], udp=True)
+        try:
+            answer = await self.answer(data, peer[0], udp=True)
+        except dns.exception.DNSException:
+            self.dropped += 1  # a query dnspython parsed but cannot answer (e.g. odd EDNS)
+            return
         if answer is not None and not reply.is_closing():
             reply.sendto(answer, peer)
 
@@ -177,7 +181,7 @@ class Resolver:
                     return
                 writer.write(len(answer).to_bytes(2, "big") + answer)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+        except (asyncio.IncompleteReadError, TimeoutError, OSError, dns.exception.DNSException):
             return
         finally:
             self._tcp_open -= 1
