@@ -288,8 +288,10 @@ class _Helper:
             self._socket.shutdown(socket.SHUT_WR)
 
     def _answer_waiting(self) -> bool:
-        readable, _, _ = select.select([self._socket], [], [], 0)
-        return bool(readable)
+        # poll, not select: a daemon's descriptors can be numbered past select's 1024.
+        waiting = select.poll()
+        waiting.register(self._socket, select.POLLIN | select.POLLPRI | select.POLLHUP)
+        return bool(waiting.poll(0))
 
     def _next_frame(self) -> bool:
         """Read one frame into the buffers; False at the end of the stream."""
