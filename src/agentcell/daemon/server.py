@@ -55,16 +55,19 @@ from agentcell.identity.ca import CertificateAuthority
 from agentcell.identity.files import CAFiles, read_text, write_file
 
 if TYPE_CHECKING:
-    from agentcell.launch.apply import TenantDirectory
+    from agentcell.controlplane.client import AdminClient
 
 __all__ = [
     "DEFAULT_LISTEN",
     "DaemonLock",
     "DaemonPaths",
     "DaemonSettings",
+    "DaemonTLSFiles",
     "EngineFactory",
+    "RunningDaemon",
     "ensure_tls",
     "read_running_daemon",
+    "sandbox_manager",
     "serve",
     "start_network_services",
 ]
@@ -381,7 +384,7 @@ class DaemonLock:
 # -- the engine and the network services --------------------------------------------------
 
 
-def _tenant_directory() -> TenantDirectory | None:
+def _tenant_directory() -> AdminClient | None:
     """The control plane's tenants when one is configured for this host, else None."""
     from agentcell.controlplane.instance import read_running_server
     from agentcell.controlplane.settings import ClientSettings
@@ -426,23 +429,22 @@ def _cell_operations() -> CellOperations:
     return DockerCellOperations(DockerBackend.connect(), directory=_tenant_directory())
 
 
-async def start_network_services() -> asyncio.Task[None] | None:
+async def start_network_services(directory: AdminClient | None) -> asyncio.Task[None]:
     """Run the tenant networks' resolvers and egress gateways
-    (``agentcell.netsvc.host.NetworkHost``) in the background; None when this build has
-    no network host (then a warning says so)."""
-    import importlib
+    (:class:`agentcell.netsvc.host.NetworkHost`, following the engine's tenant networks and
+    ``directory``'s tenant documents) as a background task of this loop.
 
-    try:
-        host_module = importlib.import_module("agentcell.netsvc.host")
-    except ImportError:
-        log.warning(
-            "the tenant network services are not in this build: tenant networks get no "
-            "resolver or egress gateway from this service"
-        )
-        return None
-    network_host = host_module.NetworkHost()
-    task: asyncio.Task[None] = asyncio.create_task(network_host.run(), name="network-services")
-    return task
+    Raises:
+        EngineUnavailable: the engine does not answer.
+    """
+    from agentcell.netsvc.host import NetworkHost
+    from agentcell.runtime.docker.netinfo import EngineNetworks
+
+    if directory is None:
+        log.warning("no control plane is configured: every tenant network gets egress none")
+    networks = await asyncio.to_thread(EngineNetworks)
+    host = NetworkHost(networks=networks, directory=directory)
+    return asyncio.create_task(host.run(), name="network-services")
 
 
 # -- serving -----------------------------------------------------------------------------
@@ -547,7 +549,7 @@ async def _serve_engine(
             ca=str(paths.tls.ca_cert),
         )
         if settings.network_services:
-            network = await start_network_services()
+            network = await start_network_services(await asyncio.to_thread(_tenant_directory))
         log.info("host service listening on %s", ", ".join(addresses))
         on_ready(addresses)
         done = stop or asyncio.Event()

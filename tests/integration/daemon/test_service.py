@@ -35,9 +35,12 @@ def test_tls_socket_record_and_file_modes(make_daemon: MakeDaemon) -> None:
     assert daemon.client(None, via="unix").request("GET", "/healthz").status == 200
     # Another CA's client refuses the service: the certificate really is checked.
     other = ssl.create_default_context()
-    with pytest.raises(ssl.SSLCertVerificationError), other.wrap_socket(
-        __import__("socket").create_connection(("127.0.0.1", daemon.port)),
-        server_hostname="127.0.0.1",
+    with (
+        pytest.raises(ssl.SSLCertVerificationError),
+        other.wrap_socket(
+            __import__("socket").create_connection(("127.0.0.1", daemon.port)),
+            server_hostname="127.0.0.1",
+        ),
     ):
         pass
     record = json.loads((daemon.directory / "daemon.json").read_text())
@@ -282,3 +285,12 @@ def test_a_revoked_token_is_refused_at_once(two_tenants: TwoTenants) -> None:
     assert again.returncode == 2 and again.stderr.startswith("error:")
     raw = (daemon.directory / "daemon.db").read_bytes()
     assert two_tenants.token_b.encode() not in raw
+
+
+def test_the_network_services_run_inside_the_service(make_daemon: MakeDaemon) -> None:
+    daemon = make_daemon(network_services=True)
+    assert daemon.client(None).request("GET", "/healthz").status == 200
+    time.sleep(2)  # a few polls of the engine's tenant networks
+    assert daemon.process.running
+    assert "network services stopped" not in daemon.process.log.read_text()
+    assert daemon.process.stop() == 0
