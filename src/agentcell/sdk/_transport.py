@@ -225,8 +225,10 @@ class Transport:
         json_body: object = None,
         idle_timeout: float | None = None,
     ) -> Iterator[http.client.HTTPResponse]:
-        """An answer to read as it arrives, on a connection of its own. A read that waits
-        longer than ``idle_timeout`` raises ``TimeoutError`` (one of :data:`DROPPED`).
+        """An answer to read as it arrives. A read that waits longer than ``idle_timeout``
+        raises ``TimeoutError`` (one of :data:`DROPPED`). A stream read to its end leaves its
+        connection to be used again (no new TLS handshake per command); one left part way,
+        or broken, is closed.
 
         Raises:
             DaemonUnavailable, Error: as :meth:`request`, before the first byte of the body.
@@ -242,12 +244,22 @@ class Transport:
             body=body,
             headers=self._headers(extra),
             timeout=idle_timeout,
-            fresh=True,
         )
+        reusable = False
         try:
             if response.status >= 400:
                 data = response.read()
                 raise error_from_response(response.status, data, what_was_asked=f"{method} {path}")
             yield response
+            # Read to the end: what is left of a finished stream is its last chunk's marker.
+            try:
+                if connection.sock is not None:
+                    connection.sock.settimeout(1.0)
+                reusable = response.read() == b"" and not response.will_close
+            except DROPPED:
+                reusable = False
         finally:
-            connection.close()
+            if reusable:
+                self._give_back(connection)
+            else:
+                connection.close()
