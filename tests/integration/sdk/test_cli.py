@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TEMPLATE, Service
+from tests.conftest import EXAMPLES
+
+from .conftest import TEMPLATE, TENANT, Service
 
 pytestmark = pytest.mark.integration
 AGENTCELL = Path(sys.executable).with_name("agentcell")
@@ -87,3 +89,66 @@ def test_an_unknown_sandbox_and_a_missing_service_are_clear_errors(
     absent = subprocess.run([str(AGENTCELL), "sandbox", "ls"], env=env, capture_output=True)
     assert absent.returncode == 3
     assert b"agentcell daemon serve" in absent.stderr
+
+
+def test_up_ps_and_down_through_the_service_print_what_the_full_commands_print(
+    service: Service, tmp_path: Path
+) -> None:
+    spec = tmp_path / "cell.yaml"
+    spec.write_text(
+        (EXAMPLES / "sandbox.yaml").read_text().replace("tenant: demo", f"tenant: {TENANT}")
+    )
+    full = {"AGENTCELL_NO_DAEMON": "1"}
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        merged = {**os.environ, **service.env(), **(env or {})}
+        merged.pop("AGENTCELL_DAEMON_URL", None)
+        merged.pop("AGENTCELL_TOKEN", None)
+        return subprocess.run([str(AGENTCELL), *args], env=merged, capture_output=True, timeout=120)
+
+    key = f"{TENANT}/sandbox"
+    try:
+        thin_up = run("up", "-f", str(spec))
+        assert thin_up.returncode == 0, thin_up.stderr
+        assert thin_up.stdout.startswith(b"created   " + key.encode())
+        thin_ps = run("ps", "--tenant", TENANT)
+        full_ps = run("ps", "--tenant", TENANT, env=full)
+        assert thin_ps.returncode == full_ps.returncode == 0
+        assert thin_ps.stdout == full_ps.stdout
+        assert key.split("/")[1].encode() in thin_ps.stdout
+        thin_json = json.loads(run("ps", "--tenant", TENANT, "-o", "json").stdout)
+        full_json = json.loads(run("ps", "--tenant", TENANT, "-o", "json", env=full).stdout)
+        assert thin_json == full_json
+
+        thin_down = run("down", key)
+        assert (thin_down.returncode, thin_down.stdout) == (0, f"removed   {key}\n".encode())
+        full_up = run("up", "-f", str(spec), env=full)
+        assert (full_up.returncode, full_up.stdout) == (0, thin_up.stdout)
+        full_down = run("down", key, env=full)
+        assert full_down.stdout == thin_down.stdout
+        assert run("down", key).stdout == f"absent    {key}\n".encode()
+    finally:
+        run("down", key, env=full)
+
+
+def test_a_bad_spec_through_the_service_fails_as_without_it(
+    service: Service, tmp_path: Path
+) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "apiVersion: agentcell/v1\nkind: Agent\n"
+        f"metadata: {{name: bad, tenant: {TENANT}}}\n"
+        "spec: {image: x, resources: {cpus: lots}}\n"
+    )
+    env = {**os.environ, **service.env()}
+    env.pop("AGENTCELL_DAEMON_URL", None)
+    thin = subprocess.run([str(AGENTCELL), "up", "-f", str(spec)], env=env, capture_output=True)
+    full = subprocess.run(
+        [str(AGENTCELL), "up", "-f", str(spec)],
+        env={**env, "AGENTCELL_NO_DAEMON": "1"},
+        capture_output=True,
+    )
+    assert thin.returncode == full.returncode == 2
+    assert thin.stdout == full.stdout == b""
+    assert b"bad.yaml" in thin.stderr
+    assert b"spec.resources.cpus" in thin.stderr
