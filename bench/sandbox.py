@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,9 @@ class Service:
         self.env.pop("AGENTCELL_DAEMON_URL", None)
         self.env.pop("AGENTCELL_TOKEN", None)
         self.log = home / "daemon.log"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -102,9 +106,10 @@ class Service:
                     "daemon",
                     "serve",
                     "--listen",
-                    "127.0.0.1:0",
+                    f"127.0.0.1:{port}",
                     "--templates",
                     str(templates),
+                    "--no-network-services",
                 ],
                 env=self.env,
                 stdout=log,
@@ -212,15 +217,28 @@ def cold(service: Service, runs: int, made: list[str]) -> list[float]:
 def exec_round_trip(
     service: Service, client: docker.DockerClient, runs: int, made: list[str]
 ) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {"sdk": [], "docker": []}
-    with Sandbox.create("warm", **service.sdk()) as sandbox:
-        made.append(sandbox.id)
-        container = client.containers.get(sandbox.info.cell)
-        sandbox.commands.run(["true"])  # the first exec of a cell pays for more than one
+    """``true`` through the SDK over TLS and over the Unix socket, and through the docker
+    SDK in the same cell; and a plain ``GET`` of the sandbox (the HTTP round trip alone)."""
+    samples: dict[str, list[float]] = {
+        key: [] for key in ("tls", "unix", "docker", "get_tls", "get_unix")
+    }
+    with Sandbox.create("warm", **service.sdk()) as over_tls:
+        made.append(over_tls.id)
+        local = Sandbox.connect(
+            over_tls.id, url=f"unix://{service.record['socket']}", token=service.token
+        )
+        container = client.containers.get(over_tls.info.cell)
+        over_tls.commands.run(["true"])  # the first exec of a cell pays for more than one
         container.exec_run(["true"])
-        for _ in range(runs):
-            samples["sdk"].append(timed_ms(lambda: sandbox.commands.run(["true"])))
-            samples["docker"].append(timed_ms(lambda: container.exec_run(["true"])))
+        try:
+            for _ in range(runs):
+                samples["tls"].append(timed_ms(partial(over_tls.commands.run, ["true"])))
+                samples["unix"].append(timed_ms(partial(local.commands.run, ["true"])))
+                samples["docker"].append(timed_ms(partial(container.exec_run, ["true"])))
+                samples["get_tls"].append(timed_ms(lambda: over_tls.info))
+                samples["get_unix"].append(timed_ms(lambda: local.info))
+        finally:
+            local.close()
     return samples
 
 
@@ -346,8 +364,11 @@ def main() -> int:
         results["not_warm_samples"] = len(acquire["not_warm"])
         results["cold_create"] = row(cold(service, max(3, options.runs // 5), made))
         round_trips = exec_round_trip(service, client, options.runs, made)
-        results["exec_sdk"] = row(round_trips["sdk"])
+        results["exec_sdk"] = row(round_trips["tls"])
+        results["exec_sdk_unix"] = row(round_trips["unix"])
         results["exec_docker_exec_run"] = row(round_trips["docker"])
+        results["http_get_tls"] = row(round_trips["get_tls"])
+        results["http_get_unix"] = row(round_trips["get_unix"])
         results["pool_refill"] = refill(service, made)
         launches = launch(home, options.launch_runs, client)
         results["up_thin_path"] = row(launches["thin"])
@@ -379,6 +400,7 @@ def report(results: dict[str, Any], options: argparse.Namespace) -> None:
 
     ratios = {
         "exec_vs_exec_run": ratio("exec_sdk", "exec_docker_exec_run"),
+        "exec_unix_vs_exec_run": ratio("exec_sdk_unix", "exec_docker_exec_run"),
         "up_thin_vs_docker_run": ratio("up_thin_path", "docker_run_d"),
         "up_full_vs_docker_run": ratio("up_full_cli", "docker_run_d"),
     }
@@ -387,8 +409,11 @@ def report(results: dict[str, Any], options: argparse.Namespace) -> None:
         "warm_acquire_server": "  the service's acquire_ms",
         "cold_create": "Sandbox.create, cold (no pool)",
         "close": "Sandbox.kill",
-        "exec_sdk": "commands.run(['true'])",
+        "exec_sdk": "commands.run(['true']), TLS",
+        "exec_sdk_unix": "commands.run(['true']), Unix socket",
         "exec_docker_exec_run": "docker SDK exec_run(['true']), same cell",
+        "http_get_tls": "GET /v1/sandboxes/ID (HTTP alone), TLS",
+        "http_get_unix": "GET /v1/sandboxes/ID (HTTP alone), socket",
         "up_thin_path": "agentcell up -f SPEC (thin path)",
         "docker_run_d": "docker run -d (same flags)",
         "up_full_cli": "agentcell up -f SPEC (no service)",
@@ -416,7 +441,8 @@ def report(results: dict[str, Any], options: argparse.Namespace) -> None:
         f"p99 {warm['p99_ms']:.1f} ms (goal <= 60)"
     )
     print(f"close p50 {results['close']['median_ms']:.1f} ms (goal <= 200)")
-    print(f"ratio exec vs exec_run       (goal <= 1.15): {ratios['exec_vs_exec_run']:.3f}")
+    print(f"ratio exec vs exec_run, TLS  (goal <= 1.15): {ratios['exec_vs_exec_run']:.3f}")
+    print(f"ratio exec vs exec_run, unix (goal <= 1.15): {ratios['exec_unix_vs_exec_run']:.3f}")
     print(f"ratio up thin vs docker run  (goal <= 1.50): {ratios['up_thin_vs_docker_run']:.3f}")
     print(f"ratio up without the service vs docker run:  {ratios['up_full_vs_docker_run']:.3f}")
     if results["llm_sandbox"] is None:
