@@ -10,6 +10,7 @@ import ssl
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -294,3 +295,31 @@ def test_the_network_services_run_inside_the_service(make_daemon: MakeDaemon) ->
     assert daemon.process.running
     assert "network services stopped" not in daemon.process.log.read_text()
     assert daemon.process.stop() == 0
+
+
+def test_the_thin_path_up_ps_down_through_the_admin_routes(make_daemon: MakeDaemon) -> None:
+    tenant = new_tenant("dt")
+    daemon = make_daemon(tenants=(tenant,))
+    admin = daemon.admin()
+    spec = (Path(__file__).resolve().parents[3] / "examples" / "sandbox.yaml").read_text()
+    spec = spec.replace("tenant: demo", f"tenant: {tenant}")
+    up = admin.request(
+        "POST", "/v1/admin/cells/up", json_body={"files": [{"name": "sandbox.yaml", "text": spec}]}
+    )
+    assert up.status == 200, up.body
+    (item,) = up.json()["items"]
+    assert (item["tenant"], item["agent"], item["action"]) == (tenant, "sandbox", "created")
+    listed = admin.request("GET", "/v1/admin/cells", query={"tenant": tenant}).json()["items"]
+    assert [(c["tenant"], c["agent"], c["state"]) for c in listed] == [
+        (tenant, "sandbox", "running")
+    ]
+    refused = admin.request(
+        "POST", "/v1/admin/cells/up",
+        json_body={"files": [{"name": "bad.yaml", "text": spec.replace("cpus: 0.5", "cpus: x")}]},
+    )  # fmt: skip
+    assert refused.status == 400 and "bad.yaml" in refused.json()["error"]
+    down = admin.request(
+        "POST", "/v1/admin/cells/down", json_body={"tenant": tenant, "name": "sandbox"}
+    )
+    assert down.json() == {"tenant": tenant, "agent": "sandbox", "removed": True}
+    assert admin.request("GET", "/v1/admin/cells", query={"tenant": tenant}).json()["items"] == []
