@@ -61,10 +61,13 @@ def serve(
     import asyncio
     import logging
 
-    from agentcell.controlplane.settings import parse_listen
+    from agentcell.controlplane.settings import SettingsError, parse_listen
     from agentcell.daemon.server import DEFAULT_LISTEN, DaemonPaths, DaemonSettings, serve
 
-    host, port = parse_listen(listen or DEFAULT_LISTEN)
+    try:
+        host, port = parse_listen(listen or DEFAULT_LISTEN)
+    except SettingsError as exc:
+        raise SettingsError(exc.what, fix=f"write e.g. {DEFAULT_LISTEN} or [::1]:8766") from exc
     paths = DaemonPaths.from_environ()
     chosen = tuple(templates or ())
     if not chosen and paths.templates.is_dir():
