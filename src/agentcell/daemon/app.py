@@ -48,7 +48,7 @@ from agentcell.daemon.contract import (
     TimeoutRefused,
 )
 from agentcell.daemon.store import StorageError
-from agentcell.daemon.tokens import Principal, TokenAuthority, bearer_token
+from agentcell.daemon.tokens import Principal, TokenAuthority, bearer_token, validate_tenant
 from agentcell.errors import (
     AdmissionError,
     BackendError,
@@ -590,6 +590,8 @@ class Handlers:
 
     async def cells(self, request: web.Request) -> web.StreamResponse:
         tenant = request.query.get("tenant") or None
+        if tenant is not None:
+            validate_tenant(tenant)
         return _json(api.CellList(items=await self._operations().cells(tenant)))
 
 
