@@ -119,6 +119,8 @@ def _store() -> DaemonStore:
 @token_app.command("create")
 def token_create(
     tenant: Annotated[str, typer.Argument(metavar="TENANT", help="The token's tenant.")],
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Make a tenant token and print it once (only its SHA-256 is kept)."""
     from agentcell.daemon.tokens import TokenAuthority, validate_tenant
@@ -129,6 +131,9 @@ def token_create(
         row, secret = TokenAuthority(store.tokens).issue(tenant)
     finally:
         store.close()
+    if wants_json(output, json_alias):
+        print_json("TokenList", [{"id": row.id, "tenant": tenant, "token": secret}])
+        return
     sys.stderr.write(f"token {row.id} for tenant {tenant}; it is shown only now\n")
     print(secret)
 
@@ -163,6 +168,8 @@ def token_list(output: OutputOption = "text", json_alias: JsonAlias = False) -> 
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[str, typer.Argument(metavar="TOKEN_ID", help="As `token list` shows.")],
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
 ) -> None:
     """Revoke a tenant token; the service refuses it from the next request on."""
     from agentcell.errors import InvalidInput
@@ -176,4 +183,7 @@ def token_revoke(
         raise InvalidInput(
             f"no unrevoked token {token_id}", fix="`agentcell daemon token list` shows the ids"
         )
+    if wants_json(output, json_alias):
+        print_json("TokenList", [{"id": token_id, "revoked": True}])
+        return
     print(f"revoked {token_id}")

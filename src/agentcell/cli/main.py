@@ -365,6 +365,7 @@ def _register_area_commands() -> None:
         daemon_cmds,
         identity_cmds,
         net_cmds,
+        net_service_cmds,
         policy_cmds,
         proof_cmds,
         sandbox_cmds,
@@ -398,6 +399,8 @@ def _register_area_commands() -> None:
     tenant_app.command("show")(tenant_cmds.tenant_show)
     tenant_app.command("delete")(tenant_cmds.tenant_delete)
 
+    net_cmds.net_app.command("log")(net_service_cmds.net_log)
+    net_cmds.net_app.command("serve")(net_service_cmds.net_serve)
     app.add_typer(net_cmds.net_app, name="net")
 
     app.add_typer(daemon_cmds.daemon_app, name="daemon")

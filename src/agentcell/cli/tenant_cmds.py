@@ -121,6 +121,8 @@ def apply_command(
         prune=prune,
     )
     as_json = wants_json(output, json_alias)
+    for finding in plan.tenant_findings:
+        _err(finding.describe())
     if not as_json:
         for item in plan.changes:
             print(item.line())
@@ -146,6 +148,15 @@ def apply_command(
             ),
             dry_run=dry_run,
             applied=results,
+            findings=[
+                {
+                    "rule": f.rule,
+                    "severity": f.severity,
+                    "message": f.message,
+                    "where": str(f.where),
+                }
+                for f in plan.tenant_findings
+            ],
         )
 
 

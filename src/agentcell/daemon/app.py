@@ -47,7 +47,7 @@ from agentcell.daemon.contract import (
     TemplateNotFound,
     TimeoutRefused,
 )
-from agentcell.daemon.store import StorageError
+from agentcell.daemon.store import ServiceStorageError
 from agentcell.daemon.tokens import Principal, TokenAuthority, bearer_token, validate_tenant
 from agentcell.errors import (
     AdmissionError,
@@ -236,7 +236,7 @@ def problem_of(exc: Error) -> HTTPProblem:
         status, reason = 429, "pool_exhausted"
     elif isinstance(exc, (Unreachable, BackendError)):
         status, reason = 503, "engine_unavailable"
-    elif isinstance(exc, StorageError):
+    elif isinstance(exc, ServiceStorageError):
         status, reason = 503, "storage_unavailable"
     elif isinstance(exc, SpecError):
         reason = "invalid_spec"
@@ -638,7 +638,7 @@ async def _errors(
                 fix="see /openapi.json for the request schema",
             )
         )
-    except StorageError as exc:
+    except ServiceStorageError as exc:
         log.error("storage error: %s", exc.what)
         return _problem_response(problem_of(exc))
     except Error as exc:

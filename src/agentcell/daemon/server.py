@@ -463,7 +463,7 @@ async def serve(
     Raises:
         HostError: another service serves this state directory, a listener cannot be
             opened, or the state cannot be made.
-        StorageError: the database cannot be opened.
+        ServiceStorageError: the database cannot be opened.
         EngineUnavailable: the engine does not answer.
     """
     paths = settings.paths

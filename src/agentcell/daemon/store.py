@@ -33,13 +33,13 @@ from sqlalchemy.engine import Connection, Engine
 from agentcell.daemon.records import SandboxRecord
 from agentcell.errors import Error
 
-__all__ = ["DaemonStore", "SandboxStore", "StorageError", "TokenRow", "TokenStore"]
+__all__ = ["DaemonStore", "SandboxStore", "ServiceStorageError", "TokenRow", "TokenStore"]
 
 DATABASE_FILE = "daemon.db"
 BUSY_TIMEOUT_MS = 5000
 
 
-class StorageError(Error):
+class ServiceStorageError(Error):
     """The service's database refused or failed an operation."""
 
     exit_code = 3
@@ -106,7 +106,7 @@ class DaemonStore:
         """Open (and make, 0600 in a 0700 directory) ``<daemon_dir>/daemon.db``.
 
         Raises:
-            StorageError: the directory or the database cannot be made or opened.
+            ServiceStorageError: the directory or the database cannot be made or opened.
         """
         path = daemon_dir / DATABASE_FILE
         try:
@@ -114,7 +114,7 @@ class DaemonStore:
             # Made empty with its mode first, so SQLite never creates it with the umask's.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         except OSError as exc:
-            raise StorageError(
+            raise ServiceStorageError(
                 f"cannot open the service's database {path}: {exc.strerror}",
                 fix="run as the state directory's owner, or set AGENTCELL_HOME to a writable place",
             ) from exc
@@ -131,16 +131,16 @@ class DaemonStore:
 
     @contextmanager
     def begin(self, action: str) -> Iterator[Connection]:
-        """A transaction; database failures become :class:`StorageError` naming ``action``.
+        """A transaction; database failures become :class:`ServiceStorageError` naming ``action``.
 
         Raises:
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         try:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(
+            raise ServiceStorageError(
                 f"cannot {action} in {self.path}: {exc.__class__.__name__}: {exc.args[0]}"
                 if exc.args
                 else f"cannot {action} in {self.path}",
@@ -158,7 +158,7 @@ class TokenStore:
         """Record a new token's digest.
 
         Raises:
-            StorageError: the database failed (or the id or digest exists already).
+            ServiceStorageError: the database failed (or the id or digest exists already).
         """
         row = TokenRow(
             id=token_id, tenant=tenant, digest=digest, created_at=time.time(), revoked_at=None
@@ -175,7 +175,7 @@ class TokenStore:
         """The token with this digest, revoked or not; None when there is none.
 
         Raises:
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         with self._store.begin("read a tenant token") as conn:
             found = conn.execute(
@@ -187,7 +187,7 @@ class TokenStore:
         """Every token (of ``tenant``), oldest first.
 
         Raises:
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         query = sa.select(tenant_tokens).order_by(tenant_tokens.c.created_at, tenant_tokens.c.id)
         if tenant is not None:
@@ -199,7 +199,7 @@ class TokenStore:
         """Revoke one token; False when no unrevoked token has that id.
 
         Raises:
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         with self._store.begin("revoke a tenant token") as conn:
             result = conn.execute(
@@ -221,7 +221,7 @@ class SandboxStore:
         """Write ``record``, replacing the one with its id.
 
         Raises:
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         values = {
             "id": record.id,
@@ -243,7 +243,7 @@ class SandboxStore:
         """Every record, oldest first.
 
         Raises:
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         with self._store.begin("read the sandbox records") as conn:
             rows = conn.execute(sa.select(sandboxes).order_by(sandboxes.c.created_at)).all()
@@ -253,7 +253,7 @@ class SandboxStore:
         """Forget one sandbox (nothing happens when there is no such record).
 
         Raises:
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         with self._store.begin("delete a sandbox record") as conn:
             conn.execute(sandboxes.delete().where(sandboxes.c.id == sandbox_id))

@@ -112,7 +112,7 @@ class TokenAuthority:
 
         Raises:
             InvalidInput: ``tenant`` is not a tenant name.
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         validate_tenant(tenant)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -125,7 +125,7 @@ class TokenAuthority:
         """Whose ``token`` is; None for an unknown or revoked one.
 
         Raises:
-            StorageError: the database failed.
+            ServiceStorageError: the database failed.
         """
         digest = hash_token(token)
         if self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):

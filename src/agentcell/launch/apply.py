@@ -30,9 +30,10 @@ from agentcell.launch import (
     Report,
     launch_admitted,
 )
-from agentcell.policy.admission import AdmittedSpec, admit
+from agentcell.policy.admission import AdmittedSpec, Finding, admit
 from agentcell.policy.presets import TenantPolicy, preset
 from agentcell.policy.quota import QuotaUse, overruns
+from agentcell.policy.tenants import tenant_findings
 from agentcell.runtime.cells import Cell
 from agentcell.runtime.docker.translate import spec_hash, spec_json
 from agentcell.spec.load import SpecBundle, SpecDocument, TenantSpecDocument
@@ -115,6 +116,8 @@ class Plan:
     trust: TrustConfig = field(default_factory=TrustConfig)
     intra_tenant: Mapping[str, bool] = field(default_factory=dict)
     """Each known tenant's intra-tenant setting, for the host rules of its network."""
+    tenant_findings: tuple[Finding, ...] = ()
+    """Policy findings about the declared Tenant documents (e.g. AC-043, egress open to all)."""
 
     @property
     def changes(self) -> tuple[PlanItem, ...]:
@@ -238,7 +241,13 @@ def make_plan(
     for name, document in effective.items():
         base = Path(files[name].file).parent if name in files else None
         trust = with_tenant(trust, document, base_dir=base)
+    findings = tuple(
+        finding
+        for doc in bundle.tenants
+        for finding in tenant_findings(doc.document, locate=doc.where)
+    )
     return Plan(
+        tenant_findings=findings,
         items=tuple(items),
         tenants=tuple(declared.values()),
         tenant_put=tuple(put),

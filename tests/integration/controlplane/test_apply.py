@@ -260,3 +260,17 @@ def test_tenant_list_show_and_delete(
     assert not list(Path("/sys/fs/cgroup").glob(f"*/agentcell/{prefix}2"))
     unknown = tenant("show", "nosuch")
     assert unknown.returncode == 2 and "no tenant nosuch" in unknown.stderr
+
+
+def test_a_tenant_with_egress_open_to_everything_is_a_finding_of_apply(
+    control_plane: ControlPlane, prefix: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "open"
+    root.mkdir()
+    extra = "  network:\n    egress:\n      allow:\n        - {cidr: 0.0.0.0/0, ports: [443]}\n"
+    (root / "t.yaml").write_text(TENANT.format(name=f"{prefix}0", extra=extra))
+    result = apply(control_plane, "--dry-run", "-f", str(root))
+    assert result.returncode == 0, result.stderr
+    assert "AC-043" in result.stderr
+    assert "t.yaml:" in result.stderr
+    assert "egress open to everything" in result.stderr

@@ -18,7 +18,7 @@ from agentcell.cli.main import app
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 AGENTCELL = Path(sys.executable).with_name("agentcell")
 # Commands that print neither data nor a result: a stream, a server, a document of its own.
-WITHOUT_OUTPUT = {"logs", "server", "schema"}
+WITHOUT_OUTPUT = {"logs", "server", "schema", "daemon serve"}
 runner = CliRunner()
 
 
