@@ -69,8 +69,25 @@ NEEDS_CONTROL_PLANE: dict[str, list[str]] = {
     "tenant show": ["deadeng"],
     "tenant delete": ["deadeng"],
 }
-# Commands that reach none of the three (or, like `server`, are the control plane).
-NEEDS_NONE = {"render", "schema", "rules", "lint", "server", "keys generate", "ca init"}
+DEAD_DAEMON = "https://127.0.0.1:1"
+SANDBOX = "sbx-0000000000000000"
+NEEDS_DAEMON: dict[str, list[str]] = {
+    "sandbox ls": [],
+    "sandbox create": ["py"],
+    "sandbox exec": [SANDBOX, "--", "true"],
+    "sandbox kill": [SANDBOX],
+    "sandbox timeout": [SANDBOX, "60"],
+    "sandbox cp": ["{spec}", f"{SANDBOX}:/tmp/x"],
+    "run": ["py", "--", "true"],
+}
+# Commands that reach none of the four (or, like `server`, are the service they would reach;
+# the daemon's commands read its state directory; `net serve` follows the engine's networks
+# and keeps serving while the engine is away).
+NEEDS_NONE = {
+    "render", "schema", "rules", "lint", "server", "keys generate", "ca init",
+    "daemon serve", "daemon status", "daemon token create", "daemon token list",
+    "daemon token revoke", "net log", "net serve",
+}  # fmt: skip
 
 
 def _commands(group: typer.Typer, prefix: str = "") -> Iterator[str]:
@@ -84,7 +101,7 @@ def _commands(group: typer.Typer, prefix: str = "") -> Iterator[str]:
 
 
 def test_every_command_is_listed_by_what_it_needs() -> None:
-    listed = {*NEEDS_ENGINE, *NEEDS_REGISTRY, *NEEDS_CONTROL_PLANE, *NEEDS_NONE}
+    listed = {*NEEDS_ENGINE, *NEEDS_REGISTRY, *NEEDS_CONTROL_PLANE, *NEEDS_DAEMON, *NEEDS_NONE}
     assert sorted(set(_commands(app)) ^ listed) == []
 
 
@@ -170,6 +187,22 @@ def test_a_control_plane_that_does_not_answer_is_exit_3(
     )
     _assert_unreachable(result, "control plane")
     assert DEAD_CONTROL_PLANE in result.stderr
+
+
+@pytest.mark.parametrize("command", sorted(NEEDS_DAEMON))
+def test_a_host_service_that_does_not_answer_is_exit_3(
+    command: str, files: dict[str, str], tmp_path: Path
+) -> None:
+    result = _run(
+        command,
+        NEEDS_DAEMON[command],
+        files,
+        AGENTCELL_HOME=str(tmp_path / "home"),
+        AGENTCELL_DAEMON_URL=DEAD_DAEMON,
+        AGENTCELL_TOKEN="not-a-token",
+    )
+    _assert_unreachable(result, "agentcell host service")
+    assert DEAD_DAEMON in result.stderr
 
 
 class _EngineThatDiesAfterPing:
