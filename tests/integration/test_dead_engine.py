@@ -54,6 +54,7 @@ NEEDS_ENGINE: dict[str, list[str]] = {
     "image report": ["agentcell/sandbox:0.1.0"],
     "image push": ["agentcell/sandbox:0.1.0", "--to", f"{DEAD_REGISTRY}/agentcell-test/dead:v1"],
     "net check": [],
+    "net remove": ["deadeng"],
 }
 NEEDS_REGISTRY: dict[str, list[str]] = {
     "image push": ["agentcell/sandbox:0.1.0", "--to", f"{DEAD_REGISTRY}/agentcell-test/dead:v1"],

@@ -17,7 +17,7 @@ from agentcell.cli import names
 from agentcell.cli.options import JsonAlias, OutputOption
 from agentcell.cli.output import print_json, wants_json
 
-__all__ = ["net_app", "net_check"]
+__all__ = ["net_app", "net_check", "net_remove"]
 
 net_app = typer.Typer(
     help="Tenant networks: their host rules, resolver settings and routes.", no_args_is_help=True
@@ -72,3 +72,28 @@ def net_check(
             print(f"{tenant}: in place")
         for line in fixed or []:
             print(f"{tenant}: fixed {line}")
+
+
+@net_app.command("remove")
+def net_remove(
+    tenant: Annotated[
+        str,
+        typer.Argument(
+            metavar="TENANT", help="The tenant whose network to remove.", parser=names.tenant_filter
+        ),
+    ],
+    output: OutputOption = "text",
+    json_alias: JsonAlias = False,
+) -> None:
+    """Remove TENANT's network, its host rules and files, once no cell is on it (for a network
+    that `up` made for a tenant the control plane does not hold; `tenant delete` does this
+    for declared tenants)."""
+    from agentcell.runtime.docker.backend import DockerBackend
+
+    removed = DockerBackend.connect().remove_tenant_network(tenant)
+    if wants_json(output, json_alias):
+        print_json("NetRemove", [{"tenant": tenant, "network": removed}])
+    elif removed:
+        print(f"{tenant}: network, host rules and files removed")
+    else:
+        print(f"{tenant}: no network on this host (host rules and files removed if any)")

@@ -314,7 +314,12 @@ def test_the_network_goes_only_when_no_cell_is_on_it(
     # A cell's `down` leaves the tenant's network: it goes with the tenant.
     assert backend.down(tenant, "last")
     assert docker_client.networks.list(names=[tenant_network(tenant)])
-    assert backend.remove_tenant_network(tenant)
+    # A tenant the control plane does not hold loses its network with `net remove`.
+    removed = subprocess.run(
+        [str(AGENTCELL), "net", "remove", tenant], capture_output=True, text=True, timeout=120
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.strip() == f"{tenant}: network, host rules and files removed"
     assert [n for n in docker_client.networks.list() if n.name == tenant_network(tenant)] == []
     assert [t for t in netfilter.agentcell_tables() if t[1] == nft_table(tenant)] == []
     assert not tenant_net_dir(tenant).exists()
