@@ -51,6 +51,7 @@ from agentcell.daemon.contract import (
     PoolExhausted,
     QuotaExceeded,
     SandboxConflict,
+    SandboxEngine,
     SandboxInfo,
     SandboxNotFound,
     SandboxState,
@@ -424,13 +425,15 @@ class SandboxManager:
         await command.log.wait_end(min(max(timeout_s, 0.0), 300.0))
         return command.info()
 
-    async def frames(
+    def frames(
         self, tenant: str | None, sandbox_id: str, command_id: str, *, after: int
     ) -> AsyncIterator[Frame]:
-        """Frames with ``seq > after``, live until the end frame (always the last)."""
-        command = self._command(tenant, sandbox_id, command_id)
-        async for frame in command.log.frames(after=after):
-            yield frame
+        """Frames with ``seq > after``, live until the end frame (always the last).
+
+        Raises:
+            SandboxNotFound, CommandNotFound: at the call, before any frame.
+        """
+        return self._command(tenant, sandbox_id, command_id).log.frames(after=after)
 
     async def kill_command(
         self, tenant: str | None, sandbox_id: str, command_id: str
@@ -489,16 +492,17 @@ class SandboxManager:
                     await asyncio.sleep(0.002)
         return await writing
 
-    async def read_file(
-        self, tenant: str | None, sandbox_id: str, path: str
-    ) -> AsyncIterator[bytes]:
+    def read_file(self, tenant: str | None, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
         """The file's bytes, streamed.
 
         Raises:
-            SandboxNotFound, SandboxConflict, FileRefused: as the contract (before the first
-                chunk for a bad path or a missing file).
+            SandboxNotFound, SandboxConflict: at the call.
+            FileRefused: a bad path or a missing file, at the first chunk (asking the cell
+                takes a round trip).
         """
-        sandbox = self._running(tenant, sandbox_id)
+        return self._read_file(self._running(tenant, sandbox_id), path)
+
+    async def _read_file(self, sandbox: _Sandbox, path: str) -> AsyncIterator[bytes]:
         files = self._files(sandbox)
         loop = asyncio.get_running_loop()
         handoff: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(FILE_QUEUE_CHUNKS)
@@ -904,10 +908,10 @@ class SandboxManager:
         """Remove a sandbox's cell. The engine refuses a removal while another is under way
         (a kill racing the reaper): one more try after it finishes."""
         try:
-            self._backend.down(tenant, sandbox_id, timeout_s=1)
+            self._backend.down(tenant, sandbox_id, timeout_s=0)
         except BackendError:
             time.sleep(0.5)
-            self._backend.down(tenant, sandbox_id, timeout_s=1)
+            self._backend.down(tenant, sandbox_id, timeout_s=0)
 
     def _cell_states(self) -> dict[str, str]:
         return {cell.container: cell.state for cell in self._backend.cells()}
@@ -1079,3 +1083,10 @@ def _file_errors(path: str) -> Iterator[None]:
         yield
     except CellFileError as exc:
         raise FileRefused(exc.what, reason=exc.reason, fix=exc.fix) from exc
+
+
+if TYPE_CHECKING:
+
+    def _is_an_engine(manager: SandboxManager) -> SandboxEngine:
+        """mypy holds the manager to the contract the HTTP layer codes against."""
+        return manager
