@@ -7,8 +7,12 @@ import asyncio
 import threading
 from collections.abc import Iterator
 
+import pytest
+
 from agentcell.daemon.commands import Command, CommandLog, OutputMeter, Stream, drive
-from agentcell.daemon.contract import CommandEnd, Frame
+from agentcell.daemon.contract import CommandEnd, CommandRequest, Frame
+from agentcell.daemon.sandboxes import _argv
+from agentcell.errors import InvalidInput
 
 
 class ScriptedProcess:
@@ -150,3 +154,29 @@ def test_wait_end_returns_none_while_running() -> None:
         return await CommandLog("c").wait_end(0.05)
 
     assert asyncio.run(scenario()) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "shell", "timeout_s", "limit", "words"),
+    [
+        (None, None, 60.0, 1024, "exactly one of argv and shell"),
+        (["true"], "true", 60.0, 1024, "exactly one of argv and shell"),
+        ([], None, 60.0, 1024, "argv is empty"),
+        (["true"], None, 0.0, 1024, "timeout_s 0 is out of range"),
+        (["true"], None, 60.0, 0, "max_output_bytes 0 is out of range"),
+    ],
+)
+def test_bad_command_requests_are_refused(
+    argv: list[str] | None, shell: str | None, timeout_s: float, limit: int, words: str
+) -> None:
+    request = CommandRequest(argv=argv, shell=shell, timeout_s=timeout_s, max_output_bytes=limit)
+    with pytest.raises(InvalidInput, match=words):
+        _argv(request)
+
+
+def test_a_shell_command_runs_under_bin_sh() -> None:
+    assert _argv(CommandRequest(argv=None, shell="echo hi | wc -c")) == [
+        "/bin/sh",
+        "-c",
+        "echo hi | wc -c",
+    ]
