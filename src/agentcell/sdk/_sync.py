@@ -8,9 +8,12 @@ as it takes, so no frame is lost or taken twice (:class:`OutputCollector` checks
 
 from __future__ import annotations
 
+import atexit
 import base64
 import builtins
+import contextlib
 import http.client
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -338,10 +341,33 @@ class Files:
         self._sandbox.transport.request("DELETE", target, query=query)
 
 
+_SHARED: dict[tuple[str, str | None, str | None, float], Transport] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _close_shared() -> None:
+    with _SHARED_LOCK:
+        for transport in _SHARED.values():
+            transport.close()
+        _SHARED.clear()
+
+
+atexit.register(_close_shared)
+
+
 def _transport(
     url: str | None, token: str | None, ca: str | None, request_timeout: float
 ) -> Transport:
-    return Transport(discover(url=url, token=token, ca=ca), timeout=request_timeout)
+    """The process's one transport to this service with this token: every :class:`Sandbox`
+    of a program shares its kept-alive connections, so a ``create`` pays no TLS handshake
+    but the first."""
+    address = discover(url=url, token=token, ca=ca)
+    key = (address.url, address.ca, address.token, request_timeout)
+    with _SHARED_LOCK:
+        transport = _SHARED.get(key)
+        if transport is None:
+            transport = _SHARED[key] = Transport(address, timeout=request_timeout)
+        return transport
 
 
 class Sandbox:
@@ -392,12 +418,8 @@ class Sandbox:
         body: dict[str, object] = {"template": template, "timeout_s": timeout}
         if tenant is not None:
             body["tenant"] = tenant
-        try:
-            answer = transport.request("POST", "/v1/sandboxes", json_body=body)
-            return cls(SandboxInfo.from_json(answer.json()), transport)
-        except BaseException:
-            transport.close()
-            raise
+        answer = transport.request("POST", "/v1/sandboxes", json_body=body)
+        return cls(SandboxInfo.from_json(answer.json()), transport)
 
     @classmethod
     def connect(
@@ -415,12 +437,8 @@ class Sandbox:
             SandboxNotFound: no such sandbox for this token.
         """
         transport = _transport(url, token, ca, request_timeout)
-        try:
-            answer = transport.request("GET", f"/v1/sandboxes/{_quoted(sandbox_id)}")
-            return cls(SandboxInfo.from_json(answer.json()), transport)
-        except BaseException:
-            transport.close()
-            raise
+        answer = transport.request("GET", f"/v1/sandboxes/{_quoted(sandbox_id)}")
+        return cls(SandboxInfo.from_json(answer.json()), transport)
 
     @classmethod
     def list(
@@ -431,12 +449,8 @@ class Sandbox:
         ca: str | None = None,
     ) -> builtins.list[SandboxInfo]:
         """The token's tenant's sandboxes (every tenant's for the admin token)."""
-        transport = _transport(url, token, ca, 30.0)
-        try:
-            answer = transport.request("GET", "/v1/sandboxes")
-            return [SandboxInfo.from_json(item) for item in items(answer.json(), "sandboxes")]
-        finally:
-            transport.close()
+        answer = _transport(url, token, ca, 30.0).request("GET", "/v1/sandboxes")
+        return [SandboxInfo.from_json(item) for item in items(answer.json(), "sandboxes")]
 
     @property
     def address(self) -> DaemonAddress:
@@ -466,7 +480,9 @@ class Sandbox:
         self.transport.request("DELETE", self.path)
 
     def close(self) -> None:
-        """Close this client's connections; the sandbox keeps running."""
+        """Close the idle connections to the service (the sandbox keeps running). They are
+        shared by every Sandbox of this process and closed at exit anyway; a later call
+        opens new ones."""
         self.transport.close()
 
     def __enter__(self) -> Sandbox:
@@ -478,9 +494,6 @@ class Sandbox:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            self.kill()
-        except (SandboxNotFound, SandboxConflict):
-            pass  # expired or killed already: gone either way
-        finally:
-            self.close()
+        # The connections stay for the next sandbox of this process (see close()).
+        with contextlib.suppress(SandboxNotFound, SandboxConflict):
+            self.kill()  # expired or killed already: gone either way

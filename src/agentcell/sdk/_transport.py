@@ -262,4 +262,5 @@ class Transport:
             if reusable:
                 self._give_back(connection)
             else:
+                response.close()  # it may hold the socket on its own ("Connection: close")
                 connection.close()
