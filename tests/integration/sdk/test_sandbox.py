@@ -104,6 +104,7 @@ def test_a_stream_whose_socket_is_shut_down_under_it_resumes(service: Service) -
         result = sbx.commands.run(
             "for i in $(seq 1 10); do echo line $i; sleep 0.2; done", on_stdout=cut, timeout=60
         )
+    sbx.transport.close()  # its own transport, not the process's shared one
     assert cuts == 1
     assert len(opened) >= 2  # the first stream, then the resumed one
     assert result.stdout == "".join(f"line {i}\n" for i in range(1, 11))
