@@ -198,7 +198,6 @@ def warm_and_close(service: Service, runs: int, made: list[str]) -> dict[str, li
         else:
             samples["not_warm"].append(elapsed)
         samples["close"].append(timed_ms(sandbox.kill))
-        sandbox.close()
     return samples
 
 
@@ -210,7 +209,6 @@ def cold(service: Service, runs: int, made: list[str]) -> list[float]:
         samples.append((time.perf_counter() - started) * 1000)
         made.append(sandbox.id)
         sandbox.kill()
-        sandbox.close()
     return samples
 
 
@@ -249,7 +247,6 @@ def refill(service: Service, made: list[str]) -> dict[str, float]:
     for sandbox in taken:
         made.append(sandbox.id)
         sandbox.kill()
-        sandbox.close()
     service.wait_ready("warm", POOL_MIN)
     seconds = time.monotonic() - started
     return {"cells": POOL_MIN, "seconds": seconds, "cells_per_s": POOL_MIN / seconds}
