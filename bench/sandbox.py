@@ -257,8 +257,8 @@ def llm_sandbox_ops(runs: int) -> dict[str, Any] | None:
     pooled container, run a command, and give the container back to the pool, where the next
     session reuses it), or None when llm-sandbox is not installed."""
     try:
-        from llm_sandbox.const import SandboxBackend  # type: ignore[import-untyped]
-        from llm_sandbox.pool import (  # type: ignore[import-untyped]
+        from llm_sandbox.const import SandboxBackend
+        from llm_sandbox.pool import (
             PoolConfig,
             PooledSandboxSession,
             create_pool_manager,
