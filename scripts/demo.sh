@@ -17,6 +17,7 @@ SPECS=(examples/monitor-agent.yaml examples/sandbox.yaml examples/reference-agen
 AGENTCELL_HOME=$(mktemp -d /tmp/agentcell-demo.XXXXXX)
 export AGENTCELL_HOME
 SERVER_PID=
+DAEMON_PID=
 KEEP=0
 for arg in "$@"; do
   case $arg in
@@ -51,6 +52,7 @@ keep() {
   for spec in "${SPECS[@]}"; do
     made "$spec" && printf '  %s down -f %s\n' "$AGENTCELL" "$spec"
   done
+  [[ -n $DAEMON_PID ]] && printf '  kill %s   # the host service; then down its demo/sbx-* cells\n' "$DAEMON_PID"
   [[ -n $SERVER_PID ]] && printf '  kill %s\n' "$SERVER_PID"
   printf '  rm -rf %s\n' "$AGENTCELL_HOME"
   exit "$status"
@@ -63,9 +65,22 @@ made() {
   [[ " ${BEFORE[*]} " != *" $cell "* ]]
 }
 
+# The sandbox cells of tenant demo (the host service leaves its pool running when it stops).
+sandbox_cells() {
+  "$AGENTCELL" ps --tenant demo -o json 2>/dev/null |
+    .venv/bin/python -c 'import json, sys; print("\n".join("demo/" + c["agent"] for c in json.load(sys.stdin)["items"] if c["agent"].startswith("sbx-")))'
+}
+
 # shellcheck disable=SC2317  # run by the EXIT trap
 teardown() {
-  local status=$? spec
+  local status=$? spec cell
+  if [[ -n $DAEMON_PID ]]; then
+    kill "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+  fi
+  for cell in $(sandbox_cells); do
+    "$AGENTCELL" down "$cell" >/dev/null || warn "could not remove $cell"
+  done
   for spec in "${SPECS[@]}"; do
     if made "$spec"; then
       show "$AGENTCELL" down -f "$spec" || warn "could not take down $spec"
@@ -73,6 +88,8 @@ teardown() {
       say "leaving $(cell_of "$spec"): it was there before the demo"
     fi
   done
+  # The tenant network goes once no cell is on it (a cell that was there before keeps it).
+  "$AGENTCELL" net remove demo >/dev/null 2>&1 || true
   if [[ -n $SERVER_PID ]]; then
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -135,4 +152,40 @@ show "$AGENTCELL" metrics load.1m
 show "$AGENTCELL" cert list
 show "$AGENTCELL" events
 show "$AGENTCELL" logs reporter
+
+# Sandboxes for AI-agent code: the host service keeps a started, verified, never-used cell of
+# each template ready; a sandbox is handed out once and destroyed when released. Its cells sit
+# on the tenant's network, whose resolver and egress gateway the service runs; no upstream
+# resolver is configured, so no outside name resolves and no query leaves this host.
+"$AGENTCELL" daemon serve --templates examples/templates >"$AGENTCELL_HOME/daemon.log" 2>&1 &
+DAEMON_PID=$!
+wait_until 60 grep -q '^ready' "$AGENTCELL_HOME/daemon.log" ||
+  die "the host service did not start; see $AGENTCELL_HOME/daemon.log"
+say "host service: $(grep '^ready' "$AGENTCELL_HOME/daemon.log")"
+# A tenant token sees only its tenant's sandboxes; the service keeps only its SHA-256.
+AGENTCELL_TOKEN=$("$AGENTCELL" daemon token create demo 2>/dev/null)
+export AGENTCELL_TOKEN
+show "$AGENTCELL" run python -- python3 -c 'import os; print(6 * 7, "as uid", os.getuid())'
+SANDBOX=$("$AGENTCELL" sandbox create python --timeout 120)
+say "sandbox: $SANDBOX"
+show "$AGENTCELL" sandbox ls
+printf 'rows,total\n3,42\n' >"$AGENTCELL_HOME/data.csv"
+show "$AGENTCELL" sandbox cp "$AGENTCELL_HOME/data.csv" "$SANDBOX:/tmp/data.csv"
+show "$AGENTCELL" sandbox exec "$SANDBOX" -- sh -c 'cat /tmp/data.csv; touch /etc/x || echo "rootfs is read-only"'
+# A denied name is answered NXDOMAIN by the tenant's resolver and logged; the gateway refuses it.
+show "$AGENTCELL" sandbox exec "$SANDBOX" -- python3 -c '
+import socket, urllib.request
+try:
+    socket.getaddrinfo("exfil.example.com", 443)
+except OSError as exc:
+    print("resolve exfil.example.com:", exc)
+try:
+    urllib.request.urlopen("https://exfil.example.com/", timeout=5)
+except OSError as exc:
+    print("https through the gateway:", exc)
+'
+show "$AGENTCELL" net log demo --denied
+show "$AGENTCELL" net check demo
+show "$AGENTCELL" verify "demo/$SANDBOX" || failed=1
+show "$AGENTCELL" sandbox kill "$SANDBOX"
 exit "$failed"
