@@ -41,9 +41,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agentcell.cell.paths import run_dir, state_dir
 from agentcell.daemon.app import CellOperations, build_app
@@ -51,7 +50,7 @@ from agentcell.daemon.contract import SandboxEngine
 from agentcell.daemon.store import DaemonStore
 from agentcell.daemon.tokens import TokenAuthority, ensure_admin_token, read_admin_token
 from agentcell.errors import HostError
-from agentcell.identity.ca import CertificateAuthority
+from agentcell.identity.ca import CertificateAuthority, ca_certificate
 from agentcell.identity.files import CAFiles, read_text, write_file
 
 if TYPE_CHECKING:
@@ -79,8 +78,6 @@ DEFAULT_PORT = 8766
 DEFAULT_LISTEN = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 SHUTDOWN_TIMEOUT_S = 10.0
 LINGERING_S = 2.0
-CA_LIFETIME = dt.timedelta(days=3650)
-CLOCK_SKEW = dt.timedelta(seconds=60)
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -168,38 +165,7 @@ class DaemonSettings:
 def _new_ca(files: DaemonTLSFiles) -> CertificateAuthority:
     now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "agentcell"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "agentcell host service CA"),
-        ]
-    )
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + CA_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    certificate = ca_certificate(key, "agentcell host service CA", now=now)
     write_file(
         files.ca_key,
         key.private_bytes(

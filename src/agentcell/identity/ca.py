@@ -32,6 +32,7 @@ __all__ = [
     "CAFiles",
     "CertificateAuthority",
     "IssuedCertificate",
+    "ca_certificate",
     "certificate_identity",
     "init_ca",
     "serial_hex",
@@ -358,6 +359,46 @@ def certificate_identity(cert_pem: str, *, trust_domain: str) -> SpiffeId:
     return parse_spiffe_id(uris[0], trust_domain=trust_domain)
 
 
+def ca_certificate(
+    key: ec.EllipticCurvePrivateKey, common_name: str, *, now: dt.datetime
+) -> x509.Certificate:
+    """A self-signed CA certificate for ``key``: signs leaf certificates only (path length 0),
+    valid from ``now`` (less the clock skew allowed) for the CA's lifetime."""
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "agentcell"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + CA_LIFETIME)
+        # path_length 0: this CA signs leaf certificates only, never another CA.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
 def init_ca(
     state_dir: Path,
     *,
@@ -383,39 +424,7 @@ def init_ca(
         )
     start = _utc(now)
     key = _new_key()
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "agentcell"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"agentcell control plane CA ({trust_domain})"),
-        ]
-    )
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start - CLOCK_SKEW)
-        .not_valid_after(start + CA_LIFETIME)
-        # path_length 0: this CA signs leaf certificates only, never another CA.
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    certificate = ca_certificate(key, f"agentcell control plane CA ({trust_domain})", now=start)
     for directory in (files.ca_key.parent, files.server_key.parent):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_file(files.ca_key, _private_pem(key), mode=0o600)
