@@ -127,9 +127,13 @@ class _Session:
             raise SandboxError(f"the host service answered {method} {path} with no JSON") from exc
 
 
-async def _read_frames(response: aiohttp.ClientResponse, collector: OutputCollector) -> None:
+async def _read_frames(
+    response: aiohttp.ClientResponse, collector: OutputCollector, idle_timeout: float
+) -> None:
+    """As the synchronous SDK's: the head came within the request timeout; from here a line
+    that takes longer than ``idle_timeout`` raises ``TimeoutError``."""
     while not collector.ended:
-        line = await response.content.readline()
+        line = await asyncio.wait_for(response.content.readline(), idle_timeout)
         if not line.endswith(b"\n"):
             return
         collector.feed_line(line)
@@ -248,10 +252,10 @@ class AsyncCommands:
                 http.base + f"{sandbox.path}/commands",
                 json=body,
                 headers={"Accept": "application/x-ndjson"},
-                timeout=aiohttp.ClientTimeout(sock_read=sandbox.stream_idle_timeout),
+                timeout=aiohttp.ClientTimeout(sock_read=http.timeout),
             ) as response:
                 await http._raise_for(response, "POST commands")
-                await _read_frames(response, collector)
+                await _read_frames(response, collector, sandbox.stream_idle_timeout)
         except _DROPPED as exc:
             if collector.command_id is None:
                 raise unreachable(http.address.url, exc) from exc
@@ -271,10 +275,10 @@ class AsyncCommands:
                     http.base + path,
                     params={"after": collector.last_seq},
                     headers={"Accept": "application/x-ndjson"},
-                    timeout=aiohttp.ClientTimeout(sock_read=sandbox.stream_idle_timeout),
+                    timeout=aiohttp.ClientTimeout(sock_read=http.timeout),
                 ) as response:
                     await http._raise_for(response, f"GET {path}")
-                    await _read_frames(response, collector)
+                    await _read_frames(response, collector, sandbox.stream_idle_timeout)
             except TimeoutError:
                 continue
             except _DROPPED as exc:

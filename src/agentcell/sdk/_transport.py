@@ -225,10 +225,11 @@ class Transport:
         json_body: object = None,
         idle_timeout: float | None = None,
     ) -> Iterator[http.client.HTTPResponse]:
-        """An answer to read as it arrives. A read that waits longer than ``idle_timeout``
-        raises ``TimeoutError`` (one of :data:`DROPPED`). A stream read to its end leaves its
-        connection to be used again (no new TLS handshake per command); one left part way,
-        or broken, is closed.
+        """An answer to read as it arrives. Its head may take the request timeout (the
+        service answers a command's stream once the command runs); after it, a read that waits
+        longer than ``idle_timeout`` raises ``TimeoutError`` (one of :data:`DROPPED`). A
+        stream read to its end leaves its connection to be used again (no new TLS handshake
+        per command); one left part way, or broken, is closed.
 
         Raises:
             DaemonUnavailable, Error: as :meth:`request`, before the first byte of the body.
@@ -243,13 +244,15 @@ class Transport:
             self.target(path, query),
             body=body,
             headers=self._headers(extra),
-            timeout=idle_timeout,
+            timeout=None,
         )
         reusable = False
         try:
             if response.status >= 400:
                 data = response.read()
                 raise error_from_response(response.status, data, what_was_asked=f"{method} {path}")
+            if connection.sock is not None and idle_timeout is not None:
+                connection.sock.settimeout(idle_timeout)
             yield response
             # Read to the end: what is left of a finished stream is its last chunk's marker.
             try:
