@@ -122,6 +122,14 @@ def init_pid(client: docker.DockerClient, container: str) -> int:
     return int(client.api.inspect_container(container)["State"]["Pid"])
 
 
+def command_cgroups(client: docker.DockerClient, container: str) -> list[str]:
+    """The commands' cgroups beneath the cell's freezer cgroup, as the host sees them."""
+    cgroup = Path(f"/proc/{init_pid(client, container)}/cgroup").read_text()
+    (cell,) = [line.split(":", 2)[2] for line in cgroup.splitlines() if ":freezer:" in line]
+    directory = Path("/sys/fs/cgroup/freezer") / cell.lstrip("/")
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("agentcell-cmd-"))
+
+
 def test_a_thousand_lines_arrive_complete_and_in_order_per_stream(
     docker_client: docker.DockerClient, cell: str
 ) -> None:
@@ -165,6 +173,8 @@ def test_exit_codes_stdin_env_and_cwd(docker_client: docker.DockerClient, cell: 
     # A program that is not there: the engine's exit code, not an exception.
     code, _, _ = run(docker_client, cell, ["no-such-program"])
     assert code in (126, 127)
+    # Each command had a cgroup of its own, removed once it was empty.
+    assert command_cgroups(docker_client, cell) == []
 
 
 def test_a_command_still_running_has_no_exit_code(
@@ -242,6 +252,42 @@ def test_kill_stops_a_command_that_keeps_forking(
     assert command.wait(10) == 137
     assert sleepers_in(init_pid(docker_client, cell)) == []
     assert command_tree(command.pid) == []
+
+
+def test_kill_reaches_a_daemon_that_left_the_command_for_the_init(
+    docker_client: docker.DockerClient, cell: str
+) -> None:
+    # The classic daemon: a child in a session of its own forks the sleeper and exits, so the
+    # sleeper is the init's child in a session that is not the command's. Then the command's
+    # own process exits too: nothing on the host ties the sleeper to it but the cgroup.
+    shell = "setsid sh -c 'sleep 300 > /dev/null 2>&1 & exit 0'; exit 0"
+    command = start_command(docker_client, cell, ["sh", "-c", shell], cwd=None, env={}, stdin=None)
+    with command:
+        assert command.confined
+        assert command.wait(10) == 0
+        cell_init = init_pid(docker_client, cell)
+        deadline = time.monotonic() + 10
+        while not sleepers_in(cell_init):
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.05)
+        (daemon,) = sleepers_in(cell_init)
+        stat = Path(f"/proc/{daemon}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[1]) == cell_init and command.pid not in (int(stat[2]), int(stat[3]))
+        assert command_cgroups(docker_client, cell) == [f"agentcell-cmd-{command.exec_id[:16]}"]
+        assert command.kill() == 1
+    assert sleepers_in(cell_init) == []
+    assert command_cgroups(docker_client, cell) == []
+
+
+def test_a_command_without_a_shell_to_hold_it_is_not_confined(
+    docker_client: docker.DockerClient, cell: str
+) -> None:
+    with start_command(
+        docker_client, cell, ["echo", "hi"], cwd=None, env={}, stdin=None, hold_with=None
+    ) as command:
+        assert b"".join(d for _, d in command.output()) == b"hi\n"
+        assert command.wait(10) == 0
+        assert not command.confined
 
 
 def test_a_runsc_cell_refuses_exec_unless_unfiltered_is_allowed(

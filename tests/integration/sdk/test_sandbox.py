@@ -115,7 +115,10 @@ def test_a_command_over_its_timeout_is_killed_with_its_children(
 ) -> None:
     with service.create() as sbx:
         started = time.monotonic()
-        result = sbx.commands.run("sleep 300 & sleep 300; echo never", timeout=2)
+        # A child, and a classic daemon: its parent left the session and exited, so it is the
+        # cell init's child in a session that is not the command's.
+        daemon = "setsid sh -c 'sleep 300 > /dev/null 2>&1 &'"
+        result = sbx.commands.run(f"{daemon}; sleep 300 & sleep 300; echo never", timeout=2)
         assert time.monotonic() - started < 30
         assert result.timed_out
         assert result.reason == "timeout"
