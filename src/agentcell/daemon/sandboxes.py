@@ -373,7 +373,10 @@ class SandboxManager:
                 fix="use a template with runtime runc or crun for commands; a strict-isolation "
                 "tenant's sandboxes serve files only",
             )
-        if request.shell is not None and not await self._has_shell(sandbox):
+        # A shell also holds the command until it is in a cgroup of its own (its kill then
+        # reaches everything it starts); an image without one runs its commands unheld.
+        has_shell = await self._has_shell(sandbox)
+        if request.shell is not None and not has_shell:
             raise InvalidInput(
                 f"the image of sandbox {sandbox_id} has no /bin/sh, so a shell command cannot run",
                 fix="send argv instead of shell",
@@ -386,7 +389,7 @@ class SandboxManager:
             log=CommandLog(""),
         )
         command.log.command_id = command.id
-        process = await self._run(self._start_process, sandbox, argv, request)
+        process = await self._run(self._start_process, sandbox, argv, request, has_shell)
         sandbox.commands[command.id] = command
         if not sandbox.running:  # it ended while the process started
             command.finish(_sandbox_end(_reason_of(sandbox.record.state)))
@@ -930,7 +933,7 @@ class SandboxManager:
         return found
 
     def _start_process(
-        self, sandbox: _Sandbox, argv: Sequence[str], request: CommandRequest
+        self, sandbox: _Sandbox, argv: Sequence[str], request: CommandRequest, held: bool
     ) -> RunningCommand:
         from agentcell.runtime.docker.commands import start_command
 
@@ -941,6 +944,7 @@ class SandboxManager:
             cwd=request.cwd,
             env=dict(request.env),
             stdin=request.stdin,
+            hold_with="/bin/sh" if held else None,
         )
 
     async def _has_shell(self, sandbox: _Sandbox) -> bool:
@@ -951,7 +955,7 @@ class SandboxManager:
         argv = ["/bin/sh", "-c", "exit 0"]
         probe = CommandRequest(argv=argv, shell=None, timeout_s=10.0)
         try:
-            process = await self._run(self._start_process, sandbox, argv, probe)
+            process = await self._run(self._start_process, sandbox, argv, probe, False)
             try:
                 code: int | None = await self._run(process.wait, 10.0)
             finally:

@@ -5,21 +5,31 @@ the HTTP layer's (frames, sequence numbers, output limits and timeouts are the d
 
 * **Output** comes from the exec's attach stream, demultiplexed by the docker SDK's own frame
   reader (:func:`docker.utils.socket.frames_iter`), chunk by chunk as the engine sends it.
-* **Kill** happens from the host, never by a process in the cell: runc starts every exec'd
-  process as the leader of a session of its own, so the command's processes are those of the
-  cell's PID namespace whose session or process group is the command's, plus anything that
-  descends from one of them (a child that called ``setsid``, a double fork while its parent is
-  alive). Each round stops them all (a stopped process cannot fork or ``setsid`` away), looks
-  again, then kills them, until none remain. Before any signal, the target is opened as a
-  pidfd and checked again to be in this cell's PID namespace and cgroup, so a recycled pid
-  outside the cell is never signalled.
+* **Confinement**: each command runs in a cgroup of its own beneath the cell's
+  (:mod:`agentcell.runtime.command_cgroup`), which every process it starts inherits and none
+  can leave. The command starts held: the engine runs ``<shell> -c 'kill -STOP $$ && exec
+  "$@"' agentcell ARGV...``, so its first process stops itself before it runs anything of the
+  command's; the host moves it into the command's cgroup, then continues it, and the ``exec``
+  leaves the command with that same process, its argv, environment, cwd and input. An image
+  without a shell (``hold_with=None``), runsc, or a host without the v1 freezer runs the
+  command unheld and unconfined (:attr:`RunningCommand.confined` says which).
+* **Kill** happens from the host, never by a process in the cell: the command's cgroup is
+  frozen, every member signalled, and thawed, until it is empty. Then, as for an unconfined
+  command, the processes of the cell's PID namespace whose session or process group is the
+  command's (runc starts every exec'd process as the leader of a session of its own), plus
+  anything that descends from one of them, are stopped, looked for again and killed, round
+  after round until none remain. Before any signal, the target is opened as a pidfd and
+  checked again to be in this cell's PID namespace and cgroup, so a recycled pid outside the
+  cell is never signalled.
 * **gVisor**: runsc (20221219, here) does not give exec'd processes the container's seccomp
   profile (gVisor issue 12693), so :func:`start_command` refuses a runsc cell unless the caller
   says ``allow_unfiltered=True``.
 
-What is not caught: a process that calls ``setsid`` and whose every ancestor up to the command
-then exits before :meth:`RunningCommand.kill` runs is reparented to the cell's init with a
-session of its own; nothing on the host ties it to the command any more.
+What an unconfined command's kill does not catch: a process that calls ``setsid`` and whose
+every ancestor up to the command then exits (the classic daemon) is reparented to the cell's
+init with a session of its own; nothing but a cgroup ties it to the command any more. A
+confined one is caught unless another process of the cell's own user continued the held shell
+before the host moved it (the cell can only loosen its own kills that way).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -38,7 +48,8 @@ from typing import Any, Literal, cast
 import docker
 from docker.utils.socket import STDERR, STDOUT, frames_iter
 
-from agentcell.errors import BackendError, HostError, InvalidInput
+from agentcell.errors import BackendError, Error, HostError, InvalidInput
+from agentcell.runtime.command_cgroup import CommandCgroup
 from agentcell.runtime.docker.client import translated
 
 __all__ = ["RunningCommand", "Stream", "start_command"]
@@ -52,6 +63,13 @@ _WAIT_POLL_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 _HOST_PROC = Path("/proc")
 START_TIMEOUT_S = 30.0
 _PID_POLL_S = 0.002
+# What holds a command until the host has moved it into its cgroup ($0 names it in the shell's
+# own errors, such as a program that is not there).
+HOLD_SCRIPT = 'kill -STOP $$ && exec "$@"'
+_HOLD_NAME = "agentcell"
+# A held shell stops itself within milliseconds; one that does not (an image's odd /bin/sh)
+# is moved running, and its command is not counted as confined.
+HOLD_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +78,7 @@ class _CellFacts:
 
     container_id: str
     runtime: str
+    init_pid: int
     pid_namespace: int
     """Inode of the cell's PID namespace, read from its init in the host's /proc."""
 
@@ -86,13 +105,16 @@ def start_command(
     stdin: bytes | None,
     user: str | None = None,
     allow_unfiltered: bool = False,
+    hold_with: str | None = "/bin/sh",
 ) -> RunningCommand:
     """Start ``argv`` in the running ``container`` and return a handle on it.
 
     The command runs as the container's user (the cell's uid) unless ``user`` is given, in
     ``cwd`` (else the image's working directory) with ``env`` added to the image's
     environment. ``stdin`` is written to the command and then its input is closed; with
-    ``None`` the command gets no input at all.
+    ``None`` the command gets no input at all. ``hold_with`` is the image's POSIX shell that
+    holds the command until it is in its cgroup (see the module's notes); ``None`` for an
+    image without one, whose command then runs unconfined.
 
     Raises:
         InvalidInput: ``argv`` is empty.
@@ -111,12 +133,14 @@ def start_command(
             fix="run commands in a runc or crun cell, or pass allow_unfiltered=True for a "
             "tenant that accepts exec'd processes without the seccomp profile",
         )
+    held = hold_with is not None and facts.runtime != "runsc"
+    sent = [hold_with or "", "-c", HOLD_SCRIPT, _HOLD_NAME, *argv] if held else list(argv)
     api = client.api
     with translated("exec in", subject=container):
         exec_id = str(
             api.exec_create(
                 facts.container_id,
-                list(argv),
+                sent,
                 stdin=stdin is not None,
                 stdout=True,
                 stderr=True,
@@ -126,7 +150,7 @@ def start_command(
             )["Id"]
         )
         wrapper = api.exec_start(exec_id, socket=True)
-    return RunningCommand(
+    command = RunningCommand(
         client=client,
         container=container,
         exec_id=exec_id,
@@ -134,6 +158,15 @@ def start_command(
         wrapper=wrapper,
         stdin=stdin,
     )
+    if held:
+        try:
+            command.confine()
+        except BaseException:
+            with contextlib.suppress(Error, OSError):
+                command.kill()
+            command.close()
+            raise
+    return command
 
 
 class RunningCommand:
@@ -158,6 +191,9 @@ class RunningCommand:
         # The SDK wraps the hijacked connection; the socket underneath reads and half-closes.
         self._socket = cast("socket.socket", getattr(wrapper, "_sock", wrapper))
         self._exit_code: int | None = None
+        self._cgroup: CommandCgroup | None = None
+        self.confined = False
+        """Whether every process the command starts is in its cgroup (see the module)."""
         self._stdin_error: OSError | None = None
         self._writer: threading.Thread | None = None
         if stdin is not None:
@@ -179,6 +215,33 @@ class RunningCommand:
         if self._pid is None:
             self._pid = _started_pid(self._client, self.container, self.exec_id)
         return self._pid
+
+    def confine(self) -> None:
+        """Move the held command into a cgroup of its own, then let it run.
+
+        Raises:
+            BackendError: the command did not start in time, or cgroupfs refused the move.
+        """
+        pid = self.pid
+        if pid <= 0:
+            return  # it ended already (killed while held)
+        stopped = _wait_stopped(pid, HOLD_TIMEOUT_S)
+        process = _read_process(pid)
+        if process is None:
+            return
+        try:
+            name = f"agentcell-cmd-{self.exec_id[:16]}"
+            cgroup = CommandCgroup.create(self._facts.init_pid, name)
+            if cgroup is not None:
+                self._cgroup = cgroup
+                self._with_pidfd(process, lambda _: cgroup.adopt(pid))
+        except OSError as exc:
+            raise BackendError(
+                f"cannot move a command in {self.container} into a cgroup of its own: {exc}",
+                fix="check that the v1 freezer hierarchy under /sys/fs/cgroup is writable",
+            ) from exc
+        self.confined = self._cgroup is not None and stopped
+        self._signal(process, signal.SIGCONT)
 
     def __enter__(self) -> RunningCommand:
         return self
@@ -210,12 +273,16 @@ class RunningCommand:
             self.close()
 
     def close(self) -> None:
-        """Drop the output stream (the command runs on). Whoever does not read
-        :meth:`output` to its end closes the handle (or uses it as a context manager)."""
+        """Drop the output stream (the command runs on), and the command's cgroup if nothing
+        is left in it. Whoever does not read :meth:`output` to its end closes the handle (or
+        uses it as a context manager)."""
         with contextlib.suppress(OSError):
             self._wrapper.close()
         with contextlib.suppress(OSError):
             self._socket.close()
+        if self._cgroup is not None:
+            with contextlib.suppress(OSError):
+                self._cgroup.remove()
 
     def wait(self, timeout_s: float | None = None) -> int | None:
         """The exit code once the command has ended; None if it still runs after ``timeout_s``
@@ -263,6 +330,15 @@ class RunningCommand:
         if self.pid <= 0:
             return 0
         killed: set[tuple[int, int]] = set()
+        if self._cgroup is not None:
+            try:
+                self._cgroup.kill(lambda pid: self._kill_member(pid, killed))
+                self._cgroup.remove()
+            except OSError as exc:
+                raise BackendError(
+                    f"cannot kill the processes of a command in {self.container}: {exc}",
+                    fix="kill the cell",
+                ) from exc
         for _ in range(KILL_ROUNDS):
             members = self._members()
             if not members:
@@ -294,15 +370,30 @@ class RunningCommand:
         chosen = command_processes(in_cell, self.pid)
         return [p for p in chosen if not _is_namespace_init(p.pid)]
 
+    def _kill_member(self, pid: int, killed: set[tuple[int, int]]) -> bool:
+        process = _read_process(pid)
+        if process is None or not self._signal(process, signal.SIGKILL):
+            return False
+        killed.add((process.pid, process.start_ticks))
+        return True
+
     def _signal(self, process: HostProcess, signum: signal.Signals) -> bool:
         """Signal ``process`` only if the pid still names it, in this cell."""
+        try:
+            return self._with_pidfd(process, lambda pidfd: signal.pidfd_send_signal(pidfd, signum))
+        except ProcessLookupError:
+            return False
+
+    def _with_pidfd(self, process: HostProcess, act: Callable[[int], object]) -> bool:
+        """``act(pidfd)`` only if the pid still names ``process``, in this cell; whether it
+        did."""
         try:
             handle = os.pidfd_open(process.pid)
         except OSError:
             return False  # gone
         try:
             # The pidfd pins the process: if the pid still names the one we chose, in this
-            # cell's namespace and cgroup, the signal cannot reach any other process.
+            # cell's namespace and cgroup, acting on the pid cannot reach any other process.
             now = _read_process(process.pid)
             if (
                 now is None
@@ -311,10 +402,7 @@ class RunningCommand:
                 or not _in_container_cgroup(process.pid, self._facts.container_id)
             ):
                 return False
-            try:
-                signal.pidfd_send_signal(handle, signum)
-            except ProcessLookupError:
-                return False
+            act(handle)
             return True
         finally:
             os.close(handle)
@@ -352,6 +440,23 @@ def _started_pid(client: docker.DockerClient, container: str, exec_id: str) -> i
         time.sleep(_PID_POLL_S)
 
 
+def _wait_stopped(pid: int, timeout_s: float) -> bool:
+    """Whether the process ``pid`` stopped itself within ``timeout_s`` (False also when it is
+    gone)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            text = (_HOST_PROC / str(pid) / "stat").read_text()
+        except OSError:
+            return False
+        state = text[text.rfind(")") + 2 :][:1]
+        if state in ("T", "t"):
+            return True
+        if state in ("Z", "X") or time.monotonic() >= deadline:
+            return False
+        time.sleep(_PID_POLL_S / 2)
+
+
 def _cell_facts(client: docker.DockerClient, container: str) -> _CellFacts:
     with translated("inspect", subject=container):
         attrs = client.api.inspect_container(container)
@@ -367,6 +472,7 @@ def _cell_facts(client: docker.DockerClient, container: str) -> _CellFacts:
     return _CellFacts(
         container_id=str(attrs["Id"]),
         runtime=str((attrs.get("HostConfig") or {}).get("Runtime") or "runc"),
+        init_pid=init_pid,
         pid_namespace=namespace,
     )
 
