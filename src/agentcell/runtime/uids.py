@@ -6,7 +6,8 @@ uid. Two cells with the same uid can reach each other's processes through a host
 namespace, and share every per-uid kernel limit (inotify instances, RLIMIT_NPROC, ...). So a
 cell whose spec pins no uid gets one of its own from :data:`UID_RANGE`, never handed to a
 second live cell: the engine's containers are the record (their ``User``), read under a host
-lock held until the new container exists, so two launches cannot pick the same uid. A uid is
+lock (one per host, not per ``AGENTCELL_HOME``) held until the new container exists, so two
+launches cannot pick the same uid. A uid is
 released when its container is removed. Processes on the host that already run with a uid of
 the range (anything not made by agentcell) are skipped too.
 """
@@ -19,7 +20,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from agentcell.cell.paths import run_dir
+from agentcell.cell.paths import SYSTEM_RUN_DIR
 from agentcell.cell.users import UID_RANGE, UNALLOCATED
 from agentcell.errors import HostError
 from agentcell.spec.model import AgentDocument, Security
@@ -109,25 +110,27 @@ def host_process_uids(proc: Path = Path("/proc")) -> set[int]:
     return uids
 
 
-def _lock_path(environ: Mapping[str, str]) -> Path:
-    return run_dir(environ) / "uids.lock"
+# One per host, whatever AGENTCELL_HOME says: the engine's uids are the host's, and two
+# agentcell processes with two homes (two services, or a CLI beside a service) launch cells
+# on the one engine.
+LOCK_PATH = SYSTEM_RUN_DIR / "uids.lock"
 
 
 @contextlib.contextmanager
-def allocation_lock(environ: Mapping[str, str] | None = None) -> Iterator[None]:
-    """Hold the host-wide allocation lock (``<run dir>/uids.lock``) for the block.
+def allocation_lock() -> Iterator[None]:
+    """Hold the host-wide allocation lock (:data:`LOCK_PATH`) for the block.
 
     Raises:
         HostError: the lock file cannot be made.
     """
-    path = _lock_path(os.environ if environ is None else environ)
+    path = LOCK_PATH
     try:
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise HostError(
             f"cannot open the uid allocation lock {path}: {exc.strerror}",
-            fix="run agentcell as root, or set AGENTCELL_HOME to a writable directory",
+            fix="run agentcell as root (the lock is host-wide, in /run/agentcell)",
         ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
