@@ -38,6 +38,9 @@ __all__ = [
 Stream = Literal["stdout", "stderr"]
 KILL_GRACE_S = 10.0
 """How long the end of a killed command's output is waited for."""
+EXIT_WAIT_S = 5.0
+"""How long the exit code is waited for once the output ended (a command that closed its
+output and runs on ends with none)."""
 
 
 class RunningProcess(Protocol):
@@ -228,12 +231,17 @@ async def drive(command: Command, process: RunningProcess, *, timeout_s: float, 
     def deliver(stream: Stream, data: bytes, hit: bool) -> None:
         log.output(stream, data, truncated_at=limit if hit else None)
 
+    exited: list[int | None] = []
+
     def read() -> None:
         try:
             for stream, data in process.output():
                 kept, hit = meter.take(stream, data)
                 if kept or hit:
                     loop.call_soon_threadsafe(deliver, stream, kept, hit)
+            # The exit code is due a moment after the output's end: ask for it here, on this
+            # thread, rather than hand over to the event loop and back.
+            exited.append(process.wait(EXIT_WAIT_S))
         except (Error, OSError) as exc:  # the stream broke: the end frame follows
             failure.append(str(exc))
         except RuntimeError:
@@ -254,7 +262,7 @@ async def drive(command: Command, process: RunningProcess, *, timeout_s: float, 
         return  # the sandbox ended it (expired, killed, died)
     if command.sandbox_ending is not None:
         return  # the sandbox's end writes the end frame, once the cell is gone
-    exit_code = await asyncio.to_thread(process.wait, 5.0)
+    exit_code = exited[0] if exited else await asyncio.to_thread(process.wait, EXIT_WAIT_S)
     reason: EndReason
     if timed_out:
         reason = "timeout"

@@ -74,7 +74,7 @@ from agentcell.trust.config import TrustConfig, load_trust_config, with_tenant
 if TYPE_CHECKING:
     from agentcell.launch.apply import TenantDirectory
     from agentcell.runtime.docker.backend import DockerBackend
-    from agentcell.runtime.docker.commands import RunningCommand
+    from agentcell.runtime.docker.commands import CellFacts, RunningCommand
     from agentcell.runtime.docker.files import CellFiles
 
 __all__ = ["POLICY", "SandboxManager", "new_sandbox_id", "pool_overruns"]
@@ -122,6 +122,8 @@ class _Sandbox:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     adopted: bool = False
     """Taken over from an earlier run of the service (its commands are gone)."""
+    facts: CellFacts | None = None
+    """The engine's facts about its cell, read by its first command, kept for the next."""
 
     @property
     def running(self) -> bool:
@@ -937,7 +939,7 @@ class SandboxManager:
     ) -> RunningCommand:
         from agentcell.runtime.docker.commands import start_command
 
-        return start_command(
+        process = start_command(
             self._backend.client,
             sandbox.record.cell,
             list(argv),
@@ -945,7 +947,10 @@ class SandboxManager:
             env=dict(request.env),
             stdin=request.stdin,
             hold_with="/bin/sh" if held else None,
+            known=sandbox.facts,
         )
+        sandbox.facts = process.facts
+        return process
 
     async def _has_shell(self, sandbox: _Sandbox) -> bool:
         image = sandbox.template.document.spec.cell.image

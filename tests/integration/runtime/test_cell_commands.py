@@ -290,6 +290,24 @@ def test_a_command_without_a_shell_to_hold_it_is_not_confined(
         assert not command.confined
 
 
+def test_facts_kept_from_an_earlier_command_are_read_again_after_a_restart(
+    backend: DockerBackend, docker_client: docker.DockerClient, tenant: str, tmp_path: Path
+) -> None:
+    cell = make_cell(backend, tenant, "restarted", tmp_path)
+    first = start_command(docker_client, cell, ["true"], cwd=None, env={}, stdin=None)
+    with first:
+        assert first.wait(10) == 0
+    docker_client.api.restart(cell, timeout=0)
+    assert not first.facts.current()
+    with start_command(
+        docker_client, cell, ["sleep", "300"], cwd=None, env={}, stdin=None, known=first.facts
+    ) as second:
+        assert second.facts.init_pid == init_pid(docker_client, cell)
+        assert second.confined
+        assert second.kill() == 1
+        assert second.wait(10) == 137
+
+
 def test_a_runsc_cell_refuses_exec_unless_unfiltered_is_allowed(
     docker_client: docker.DockerClient, created: object
 ) -> None:

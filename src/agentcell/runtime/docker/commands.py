@@ -52,7 +52,7 @@ from agentcell.errors import BackendError, Error, HostError, InvalidInput
 from agentcell.runtime.command_cgroup import CommandCgroup
 from agentcell.runtime.docker.client import translated
 
-__all__ = ["RunningCommand", "Stream", "start_command"]
+__all__ = ["CellFacts", "RunningCommand", "Stream", "cell_facts", "start_command"]
 
 Stream = Literal["stdout", "stderr"]
 _STREAMS: dict[int, Stream] = {STDOUT: "stdout", STDERR: "stderr"}
@@ -73,14 +73,20 @@ HOLD_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class _CellFacts:
-    """What the engine says about the cell at the command's start."""
+class CellFacts:
+    """What the engine says about the cell at the command's start; a caller that runs many
+    commands in one cell keeps them (:attr:`RunningCommand.facts`) for the next one."""
 
     container_id: str
     runtime: str
     init_pid: int
     pid_namespace: int
     """Inode of the cell's PID namespace, read from its init in the host's /proc."""
+
+    def current(self) -> bool:
+        """Whether the cell still runs the init these facts were read from (a restarted
+        cell's init has another PID namespace)."""
+        return _pid_namespace(self.init_pid) == self.pid_namespace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +112,7 @@ def start_command(
     user: str | None = None,
     allow_unfiltered: bool = False,
     hold_with: str | None = "/bin/sh",
+    known: CellFacts | None = None,
 ) -> RunningCommand:
     """Start ``argv`` in the running ``container`` and return a handle on it.
 
@@ -114,7 +121,8 @@ def start_command(
     environment. ``stdin`` is written to the command and then its input is closed; with
     ``None`` the command gets no input at all. ``hold_with`` is the image's POSIX shell that
     holds the command until it is in its cgroup (see the module's notes); ``None`` for an
-    image without one, whose command then runs unconfined.
+    image without one, whose command then runs unconfined. ``known`` are the cell's facts
+    from an earlier command (read again from the engine when the cell's init changed).
 
     Raises:
         InvalidInput: ``argv`` is empty.
@@ -125,7 +133,7 @@ def start_command(
     """
     if not argv:
         raise InvalidInput("a command needs at least a program to run", fix="give argv[0]")
-    facts = _cell_facts(client, container)
+    facts = known if known is not None and known.current() else cell_facts(client, container)
     if facts.runtime == "runsc" and not allow_unfiltered:
         raise HostError(
             f"{container} runs under gVisor (runsc), whose exec'd processes are not filtered by "
@@ -178,7 +186,7 @@ class RunningCommand:
         client: docker.DockerClient,
         container: str,
         exec_id: str,
-        facts: _CellFacts,
+        facts: CellFacts,
         wrapper: Any,
         stdin: bytes | None,
     ) -> None:
@@ -186,7 +194,7 @@ class RunningCommand:
         self.container = container
         self.exec_id = exec_id
         self._pid: int | None = None
-        self._facts = facts
+        self.facts = facts
         self._wrapper = wrapper
         # The SDK wraps the hijacked connection; the socket underneath reads and half-closes.
         self._socket = cast("socket.socket", getattr(wrapper, "_sock", wrapper))
@@ -231,7 +239,7 @@ class RunningCommand:
             return
         try:
             name = f"agentcell-cmd-{self.exec_id[:16]}"
-            cgroup = CommandCgroup.create(self._facts.init_pid, name)
+            cgroup = CommandCgroup.create(self.facts.init_pid, name)
             if cgroup is not None:
                 self._cgroup = cgroup
                 self._with_pidfd(process, lambda _: cgroup.adopt(pid))
@@ -321,7 +329,7 @@ class RunningCommand:
             HostError: the cell runs under runsc, whose processes the host does not see.
             BackendError: processes of the command were still there after every round.
         """
-        if self._facts.runtime == "runsc":
+        if self.facts.runtime == "runsc":
             raise HostError(
                 f"cannot kill a command in {self.container} from the host: gVisor's processes "
                 "are not the host's",
@@ -365,7 +373,7 @@ class RunningCommand:
         in_cell = [
             process
             for process in _host_processes()
-            if _pid_namespace(process.pid) == self._facts.pid_namespace
+            if _pid_namespace(process.pid) == self.facts.pid_namespace
         ]
         chosen = command_processes(in_cell, self.pid)
         return [p for p in chosen if not _is_namespace_init(p.pid)]
@@ -398,8 +406,8 @@ class RunningCommand:
             if (
                 now is None
                 or now.start_ticks != process.start_ticks
-                or _pid_namespace(process.pid) != self._facts.pid_namespace
-                or not _in_container_cgroup(process.pid, self._facts.container_id)
+                or _pid_namespace(process.pid) != self.facts.pid_namespace
+                or not _in_container_cgroup(process.pid, self.facts.container_id)
             ):
                 return False
             act(handle)
@@ -457,7 +465,13 @@ def _wait_stopped(pid: int, timeout_s: float) -> bool:
         time.sleep(_PID_POLL_S / 2)
 
 
-def _cell_facts(client: docker.DockerClient, container: str) -> _CellFacts:
+def cell_facts(client: docker.DockerClient, container: str) -> CellFacts:
+    """The engine's facts about the running ``container``.
+
+    Raises:
+        CellNotFound: no such container.
+        BackendError: it is not running.
+    """
     with translated("inspect", subject=container):
         attrs = client.api.inspect_container(container)
     state = attrs.get("State") or {}
@@ -469,7 +483,7 @@ def _cell_facts(client: docker.DockerClient, container: str) -> _CellFacts:
     namespace = _pid_namespace(init_pid)
     if namespace is None:
         raise BackendError(f"cannot read the PID namespace of {container}'s init ({init_pid})")
-    return _CellFacts(
+    return CellFacts(
         container_id=str(attrs["Id"]),
         runtime=str((attrs.get("HostConfig") or {}).get("Runtime") or "runc"),
         init_pid=init_pid,
