@@ -50,6 +50,7 @@ The whole tree, wherever a class is declared (a unit test holds this drawing to 
     ├── UpstreamFailed                  netsvc.upstream: every upstream resolver failed  (exit 1)
     ├── QuotaExceeded                   the tenant's quota holds no more cells (429)     (exit 2)
     ├── PoolExhausted                   the pool has handed out its maximum (429)        (exit 2)
+    ├── CellUnverified                  a sandbox's new cell failed verify (503)         (exit 1)
     ├── AuthenticationFailed            sdk: the host service refused the token (401)    (exit 2)
     ├── CommandTimeout                  sdk: a wait for a background command ran out     (exit 1)
     └── SandboxError                    sdk: the host service failed a request or
@@ -58,7 +59,7 @@ The whole tree, wherever a class is declared (a unit test holds this drawing to 
 "Unreachable" is one family: whichever service is down, the message names it, says how to
 start it, and the command exits 3, as for anything else this host lacks.
 
-``SandboxNotFound`` to ``PoolExhausted``, the sandbox API's errors, are declared twice
+``SandboxNotFound`` to ``CellUnverified``, the sandbox API's errors, are declared twice
 under one name and meaning: in ``daemon.contract``, raised by the service, and in ``sdk``,
 raised by its client for the same status and reason on the other side of the wire (the SDK
 may import only this module).

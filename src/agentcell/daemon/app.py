@@ -37,6 +37,7 @@ from aiohttp import web
 from agentcell.controlplane.listeners import GuardedConnection
 from agentcell.daemon import api
 from agentcell.daemon.contract import (
+    CellUnverified,
     CommandNotFound,
     FileRefused,
     PoolExhausted,
@@ -234,6 +235,8 @@ def problem_of(exc: Error) -> HTTPProblem:
         status, reason = 429, "quota_exceeded"
     elif isinstance(exc, PoolExhausted):
         status, reason = 429, "pool_exhausted"
+    elif isinstance(exc, CellUnverified):
+        status, reason = 503, "cell_failed_verify"
     elif isinstance(exc, (Unreachable, BackendError)):
         status, reason = 503, "engine_unavailable"
     elif isinstance(exc, ServiceStorageError):

@@ -94,6 +94,13 @@ class PoolExhausted(Error):
     exit_code = 2
 
 
+class CellUnverified(Error):
+    """A cell started for a sandbox failed ``verify`` and was destroyed, never handed out:
+    HTTP 503."""
+
+    exit_code = 1
+
+
 @dataclass(frozen=True)
 class TemplateInfo:
     name: str

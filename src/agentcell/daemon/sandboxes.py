@@ -9,7 +9,8 @@ counted before launch. Nothing here calls the backend's ``up`` directly.
 
 Pools are one-shot: a warm cell is started and passes ``verify`` before it is offered, is
 handed out once, and is destroyed when its sandbox ends; it never returns to the pool. A
-cell that fails ``verify`` is destroyed, never offered.
+cold start (an empty pool) passes ``verify`` too before it is handed out. A cell that fails
+``verify`` is destroyed, never offered.
 
 The engine's calls block; they run on the manager's thread pool. Command output is read on a
 thread per command (:mod:`agentcell.daemon.commands`).
@@ -40,6 +41,7 @@ from agentcell.cell.labels import (
 from agentcell.cell.names import container_name
 from agentcell.daemon.commands import Command, CommandLog, drive, new_command_id
 from agentcell.daemon.contract import (
+    CellUnverified,
     CommandEnd,
     CommandInfo,
     CommandNotFound,
@@ -283,7 +285,7 @@ class SandboxManager:
             warm = sandbox_id is not None
             if sandbox_id is None:
                 sandbox_id = new_sandbox_id()
-                await self._run(self._launch, chosen, sandbox_id, "cold")
+                await self._run(self._verified_cell, chosen, sandbox_id, "cold")
             now = time.time()
             record = SandboxRecord(
                 id=sandbox_id,
@@ -730,18 +732,27 @@ class SandboxManager:
             log.info("pool %s/%s: warm cell %s ready (%d)", *pool.key, sandbox_id, len(pool.ready))
 
     def _warm_cell(self, template: TemplateSpecDocument) -> str:
-        """Start a warm cell and verify it; one that fails verify is destroyed (blocking)."""
+        """Start a warm cell and verify it (blocking; see :meth:`_verified_cell`)."""
         sandbox_id = new_sandbox_id()
-        self._launch(template, sandbox_id, "warm")
+        self._verified_cell(template, sandbox_id, "warm")
+        return sandbox_id
+
+    def _verified_cell(self, template: TemplateSpecDocument, sandbox_id: str, kind: str) -> None:
+        """Start a ``kind`` ("warm" or "cold") cell and verify it; one that fails verify is
+        destroyed, never handed out (blocking).
+
+        Raises:
+            CellUnverified: it failed verify.
+        """
+        self._launch(template, sandbox_id, kind)
         problems = self._verify(template.tenant, sandbox_id)
         if problems:
             self._destroy(template.tenant, sandbox_id)
-            raise Error(
-                f"warm cell {sandbox_id} of {template.tenant}/{template.name} failed verify and "
-                f"was destroyed: {'; '.join(problems)}",
+            raise CellUnverified(
+                f"{kind} cell {sandbox_id} of {template.tenant}/{template.name} failed verify "
+                f"and was destroyed: {'; '.join(problems)}",
                 fix=f"run `agentcell verify` on a cell of this template ({template.file})",
             )
-        return sandbox_id
 
     # -- reconciliation ------------------------------------------------------------------
 

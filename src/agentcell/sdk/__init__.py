@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from agentcell.sdk._discovery import DaemonAddress, daemon_dir, discover, running_daemon
 from agentcell.sdk._errors import (
     AuthenticationFailed,
+    CellUnverified,
     CommandNotFound,
     CommandTimeout,
     DaemonUnavailable,
@@ -44,6 +45,7 @@ __all__ = [
     "AsyncCommandHandle",
     "AsyncSandbox",
     "AuthenticationFailed",
+    "CellUnverified",
     "CommandHandle",
     "CommandInfo",
     "CommandNotFound",

@@ -112,6 +112,12 @@ class PoolExhausted(Error, _Answered):
     exit_code = 2
 
 
+class CellUnverified(Error, _Answered):
+    """The cell started for the sandbox failed ``verify`` and was destroyed: HTTP 503."""
+
+    exit_code = 1
+
+
 # The service's reasons (daemon/app.py's problem_of), each the one class it means.
 _BY_REASON: dict[str, type[Error]] = {
     "bad_token": AuthenticationFailed,
@@ -122,6 +128,7 @@ _BY_REASON: dict[str, type[Error]] = {
     "timeout_refused": TimeoutRefused,
     "quota_exceeded": QuotaExceeded,
     "pool_exhausted": PoolExhausted,
+    "cell_failed_verify": CellUnverified,
     "engine_unavailable": DaemonUnavailable,
     "storage_unavailable": DaemonUnavailable,
 }

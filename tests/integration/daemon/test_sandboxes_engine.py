@@ -18,6 +18,7 @@ import docker.errors
 import pytest
 
 from agentcell.daemon.contract import (
+    CellUnverified,
     CommandRequest,
     FileRefused,
     Frame,
@@ -154,6 +155,38 @@ def test_a_handed_out_sandbox_passes_verify(
     (subject,) = proof.subjects([sandbox.cell])
     report = proof.report(subject)
     assert report.ok, [check for check in report.mismatches]
+
+
+class FailingProof(SandboxManager):
+    """A manager whose proof finds a mismatch on every cell (as verify's cross.uid did when
+    two services in two homes gave one uid to cells of two tenants)."""
+
+    def _verify(self, tenant: str, sandbox_id: str) -> list[str]:
+        assert super()._verify(tenant, sandbox_id) == []  # the real proof passed
+        return ["cross.uid: expected the cell's own uid, saw uid 1000000001 is also cell x/y"]
+
+
+def test_a_cold_cell_that_fails_verify_is_destroyed_never_handed_out(
+    backend: DockerBackend, tenant: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        engine = FailingProof(
+            backend=backend,
+            templates=template(tenant, pool_min=0),
+            records=JsonSandboxRecords(tmp_path),
+            trust=TrustConfig(),
+            reap_interval_s=0.2,
+        )
+        await engine.start()
+        try:
+            with pytest.raises(CellUnverified, match=r"cold cell .* failed verify .* cross\.uid"):
+                await engine.create(tenant, "py", timeout_s=None, as_tenant=None)
+            assert engine.sandboxes(None) == []
+            assert backend.cells(tenant=tenant) == []
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
 
 
 def test_ttl_expiry_destroys_the_cell_and_ends_the_stream(

@@ -13,6 +13,7 @@ import agentcell.sdk
 from agentcell.errors import Error, InvalidInput, Unreachable
 from agentcell.sdk import (
     AuthenticationFailed,
+    CellUnverified,
     CommandNotFound,
     DaemonUnavailable,
     FileRefused,
@@ -81,6 +82,7 @@ def _answer(status: int, reason: str = "", fix: str | None = "do this") -> bytes
         (429, "pool_exhausted", "POST /v1/sandboxes", PoolExhausted),
         (429, "quota_exceeded", "POST /v1/sandboxes", QuotaExceeded),
         (503, "engine_unavailable", "POST /v1/sandboxes", DaemonUnavailable),
+        (503, "cell_failed_verify", "POST /v1/sandboxes", CellUnverified),
         (500, "internal", "GET /v1/sandboxes", SandboxError),
     ],
 )
