@@ -4,8 +4,10 @@ real Docker Engine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import ssl
 import stat
 import subprocess
@@ -62,6 +64,39 @@ def test_tls_socket_record_and_file_modes(make_daemon: MakeDaemon) -> None:
     assert not (daemon.directory / "daemon.json").exists()
     assert not daemon.socket.exists()
     assert daemon.cli("daemon", "status").returncode == 1
+
+
+def test_the_unix_socket_holds_each_peer_to_its_connection_limit(
+    make_daemon: MakeDaemon,
+) -> None:
+    daemon = make_daemon(env={"AGENTCELL_MAX_CONNECTIONS_PER_PEER": "4"})
+    held = []
+    try:
+        for _ in range(4):  # idle connections that never send a request head
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(str(daemon.socket))
+            held.append(sock)
+        over = socket.socket(socket.AF_UNIX)
+        over.connect(str(daemon.socket))
+        held.append(over)
+        over.settimeout(10)
+        # The fifth from this uid is closed at once, before a byte of HTTP.
+        with contextlib.suppress(ConnectionResetError):
+            assert over.recv(1) == b""
+    finally:
+        for sock in held:
+            sock.close()
+    # The places are freed when they close: the same uid is served again.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            reply = daemon.client(None, via="unix").request("GET", "/healthz")
+        except OSError:
+            reply = None
+        if reply is not None and reply.status == 200:
+            break
+        assert time.monotonic() < deadline, "the socket did not serve again"
+        time.sleep(0.1)
 
 
 def test_a_second_service_on_the_same_state_is_refused(make_daemon: MakeDaemon) -> None:
