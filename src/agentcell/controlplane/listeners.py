@@ -3,10 +3,11 @@
 aiohttp's ``TCPSite``/``UnixSite`` hand a connection to the server only after its TLS
 handshake, so a peer that opens thousands of connections and never handshakes is invisible
 until it has used up the file limit. Here a plain asyncio listener accepts, names the peer
-(the connecting uid from ``SO_PEERCRED`` on the agents' socket, the IP address on TCP) and
-counts it against the per-peer and total limits: over either, the connection is closed at once,
+(the connecting uid from ``SO_PEERCRED`` on a Unix socket, the IP address on TCP) and counts
+it against the per-peer and total limits: over either, the connection is closed at once,
 counted, and logged (through the rate-limited handlers). Only an admitted connection is given
-to asyncio's own TLS (``loop.start_tls`` with ``ssl_handshake_timeout``) and then to aiohttp's
+(unless its listener serves plain HTTP, as the host service's local socket does) to asyncio's
+own TLS (``loop.start_tls`` with ``ssl_handshake_timeout``) and then to aiohttp's
 HTTP protocol, through :class:`GuardedConnection`, which forwards every protocol callback and
 adds the one timer aiohttp lacks: a request head must be complete within
 ``request_head_timeout`` of its first byte (slowloris). Idle keep-alive is aiohttp's
@@ -82,15 +83,17 @@ class GuardedConnection(asyncio.Protocol):
     comes exactly once either way and releases the connection's place.
     """
 
-    def __init__(self, listeners: Listeners, listener: Listener) -> None:
+    def __init__(self, listeners: Listeners, listener: Listener, *, tls: bool = True) -> None:
         self._listeners = listeners
         self._listener: Listener = listener
+        self._use_tls = tls
         self._loop = asyncio.get_running_loop()
         self.peer = "unknown"
         self._admitted = False
         self._lost = False
         self._raw: asyncio.Transport | None = None
         self._tls: asyncio.Transport | None = None
+        """The transport aiohttp talks over: the TLS one, or the raw one without TLS."""
         self._http: asyncio.Protocol | None = None
         self._handshake: asyncio.Task[None] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
@@ -128,7 +131,10 @@ class GuardedConnection(asyncio.Protocol):
         self._admitted = True
         self._raw = transport
         listeners.opened(self)
-        self._handshake = self._loop.create_task(self._start_tls(transport))
+        if self._use_tls:
+            self._handshake = self._loop.create_task(self._start_tls(transport))
+        else:
+            self._serve(transport)
 
     async def _start_tls(self, raw: asyncio.Transport) -> None:
         limits = self._listeners.limits
@@ -159,9 +165,13 @@ class GuardedConnection(asyncio.Protocol):
             return
         if tls is None or self._lost:
             return
-        self._tls = tls
+        self._serve(tls)
+
+    def _serve(self, transport: asyncio.Transport) -> None:
+        """Hand the connection to aiohttp, with what arrived meanwhile."""
+        self._tls = transport
         self._http = self._listeners.http()
-        self._http.connection_made(tls)
+        self._http.connection_made(transport)
         self._arm_head_timer()
         early, self._early = self._early, []
         for data in early:
@@ -289,15 +299,17 @@ class Listeners:
         )
         self._servers.append(server)
 
-    async def listen_unix(self, path: str, *, backlog: int = 1024) -> None:
-        """Accept TLS connections on the Unix socket at ``path``.
+    async def listen_unix(self, path: str, *, backlog: int = 1024, tls: bool = True) -> None:
+        """Accept connections on the Unix socket at ``path``: TLS ones, or plain HTTP with
+        ``tls=False`` (the peer is then known by its uid alone, and the same limits and head
+        timeout hold).
 
         Raises:
             OSError: the socket cannot be made.
         """
         loop = asyncio.get_running_loop()
         server = await loop.create_unix_server(
-            lambda: GuardedConnection(self, "unix"), path, backlog=backlog
+            lambda: GuardedConnection(self, "unix", tls=tls), path, backlog=backlog
         )
         self._servers.append(server)
 

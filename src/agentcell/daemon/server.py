@@ -13,9 +13,10 @@ Everything the service keeps is under ``<state>/daemon`` (``<state>`` is
   engine. The kernel drops it when the holder dies, even by SIGKILL.
 - ``daemon.json``: ``{"pid", "url", "socket", "ca"}`` while it runs, removed at stop.
 
-It listens on TCP with TLS (through the control plane's guarded listeners: connection limits
-per peer and in all, handshake and request-head timeouts) and on ``<run>/daemon.sock``
-(0660, plain HTTP, for local clients; the bearer token still decides who is calling).
+It listens on TCP with TLS and on ``<run>/daemon.sock`` (0660, plain HTTP, for local
+clients; the bearer token still decides who is calling), both through the control plane's
+guarded listeners: connection limits per peer (IP address, or uid from ``SO_PEERCRED``) and
+in all, handshake and request-head timeouts.
 
 SIGTERM/SIGINT stop it: the listeners close, in-flight requests get a moment, the engine's
 background work stops (:meth:`SandboxEngine.close`), and live sandboxes keep running for the
@@ -500,8 +501,7 @@ async def _serve_engine(
                 paths.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
                 with contextlib.suppress(FileNotFoundError):
                     paths.socket.unlink()  # ours: the lock says no other service runs
-                site = web.UnixSite(runner, str(paths.socket), backlog=1024)
-                await site.start()
+                await listeners.listen_unix(str(paths.socket), backlog=1024, tls=False)
                 os.chmod(paths.socket, 0o660)
                 addresses.append(f"unix://{paths.socket}")
         except OSError as exc:
