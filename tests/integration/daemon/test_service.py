@@ -11,6 +11,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -358,3 +359,58 @@ def test_the_thin_path_up_ps_down_through_the_admin_routes(make_daemon: MakeDaem
     )
     assert down.json() == {"tenant": tenant, "agent": "sandbox", "removed": True}
     assert admin.request("GET", "/v1/admin/cells", query={"tenant": tenant}).json()["items"] == []
+
+
+MANY_PROBLEMS = """\
+apiVersion: agentcell/v1
+kind: Agent
+metadata: {name: bad, tenant: thin}
+spec:
+  image: agentcell/sandbox:0.1.0
+  security:
+    privileged: true
+    capabilities: {add: [SYS_ADMIN]}
+  mounts:
+    - {source: /var/run/docker.sock, target: /var/run/docker.sock}
+"""
+REFUSED = """\
+apiVersion: agentcell/v1
+kind: Agent
+metadata: {name: refused, tenant: thin}
+spec:
+  image: agentcell/sandbox:0.1.0
+  security:
+    capabilities: [SYS_ADMIN]
+    no_new_privileges: false
+"""
+# The thin path alone: exit 99 if it would hand the command line to the full one.
+THIN_ONLY = (
+    "import sys; from agentcell.cli.fast import dispatch; "
+    "code = dispatch(sys.argv[1:]); sys.exit(99 if code is None else code)"
+)
+
+
+@pytest.mark.parametrize("text", [MANY_PROBLEMS, REFUSED], ids=["three-problems", "refused"])
+def test_the_thin_path_words_a_refused_spec_as_the_full_command_line(
+    make_daemon: MakeDaemon, tmp_path: Path, text: str
+) -> None:
+    daemon = make_daemon()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    thin = subprocess.run(
+        [sys.executable, "-c", THIN_ONLY, "up", "-f", str(spec)],
+        env=daemon.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    full = subprocess.run(
+        [AGENTCELL, "up", "-f", str(spec)],
+        env={**daemon.env(), "AGENTCELL_NO_DAEMON": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (thin.returncode, full.returncode) == (2, 2)
+    assert thin.stderr == full.stderr
+    assert f"{spec}:" in thin.stderr
