@@ -252,7 +252,10 @@ def problem_of(exc: Error) -> HTTPProblem:
     fix = exc.fix
     if fix is None and status == 404:
         fix = _NOT_FOUND_FIX
-    what = f"{exc.where}: {exc.what}" if exc.where else exc.what
+    if isinstance(exc, SpecError) and exc.problems:
+        what = exc.diagnostics()  # the headline, then each problem with its place and fix
+    else:
+        what = f"{exc.where}: {exc.what}" if exc.where else exc.what
     return HTTPProblem(status, what, reason=reason, fix=fix)
 
 

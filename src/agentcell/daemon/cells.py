@@ -4,8 +4,9 @@
 takes (admission, image trust, uids, identities, the tenants' quota when a control plane is
 configured). The spec texts arrive in the request; the loader reads files, so they are
 written into a private temporary directory under their base names (numbered, so two files of
-the same name stay two), and its error messages name them so. Every call blocks, so each runs
-on a worker thread.
+the same name stay two), and a refusal names each file again as the client sent it, so the
+thin path's message is the full command line's, line for line. Every call blocks, so each
+runs on a worker thread.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from agentcell.daemon import api
-from agentcell.errors import InvalidInput
+from agentcell.errors import Error, InvalidInput
 
 if TYPE_CHECKING:
     from agentcell.launch.apply import TenantDirectory
@@ -38,6 +39,24 @@ def _safe_name(name: str, index: int) -> str:
     return f"{index:02d}-{base}"
 
 
+def _renamed_text(text: str, names: dict[str, str]) -> str:
+    for written, sent in names.items():
+        text = text.replace(written, sent)
+    return text
+
+
+def _rename(exc: Error, names: dict[str, str]) -> None:
+    """Name the client's files in ``exc`` (and every problem it holds) where it names the
+    copies written here."""
+    exc.what = _renamed_text(exc.what, names)
+    if exc.fix is not None:
+        exc.fix = _renamed_text(exc.fix, names)
+    if exc.where is not None and exc.where.file is not None:
+        exc.where = dataclasses.replace(exc.where, file=_renamed_text(exc.where.file, names))
+    for problem in getattr(exc, "problems", ()):
+        _rename(problem, names)
+
+
 class DockerCellOperations:
     """:class:`~agentcell.daemon.app.CellOperations` on a :class:`DockerBackend`."""
 
@@ -55,17 +74,23 @@ class DockerCellOperations:
         warnings: list[str] = []
         with tempfile.TemporaryDirectory(prefix="agentcell-up-") as scratch:
             paths: list[Path] = []
+            names: dict[str, str] = {}
             for index, spec in enumerate(files):
                 path = Path(scratch) / _safe_name(spec.name, index)
                 path.write_text(spec.text, encoding="utf-8")
                 paths.append(path)
-            launched = up_files(
-                paths,
-                policy_name=policy,
-                backend=self._backend,
-                warn=warnings.append,
-                directory=self._directory,
-            )
+                names[str(path)] = spec.name
+            try:
+                launched = up_files(
+                    paths,
+                    policy_name=policy,
+                    backend=self._backend,
+                    warn=lambda line: warnings.append(_renamed_text(line, names)),
+                    directory=self._directory,
+                )
+            except Error as exc:
+                _rename(exc, names)
+                raise
         return api.UpResult(
             items=[
                 api.UpItem(
