@@ -7,10 +7,12 @@ the HTTP layer's (frames, sequence numbers, output limits and timeouts are the d
   reader (:func:`docker.utils.socket.frames_iter`), chunk by chunk as the engine sends it.
 * **Confinement**: each command runs in a cgroup of its own beneath the cell's
   (:mod:`agentcell.runtime.command_cgroup`), which every process it starts inherits and none
-  can leave. The command starts held: the engine runs ``<shell> -c 'kill -STOP $$ && exec
-  "$@"' agentcell ARGV...``, so its first process stops itself before it runs anything of the
-  command's; the host moves it into the command's cgroup, then continues it, and the ``exec``
-  leaves the command with that same process, its argv, environment, cwd and input. An image
+  can leave. The command starts held: the engine runs ``<shell> -c 'kill -STOP $$ && shift &&
+  exec "$@"' agentcell TOKEN ARGV...``, so its first process stops itself before it runs
+  anything of the command's; the host finds it by its one-off TOKEN among the processes the
+  runtime exec'd (the engine's own record of the pid comes a moment later), moves it into the
+  command's cgroup, then continues it, and the ``exec`` leaves the command with that same
+  process, its argv, environment, cwd and input. An image
   without a shell (``hold_with=None``), runsc, or a host without the v1 freezer runs the
   command unheld and unconfined (:attr:`RunningCommand.confined` says which).
 * **Kill** happens from the host, never by a process in the cell: the command's cgroup is
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -65,8 +68,14 @@ START_TIMEOUT_S = 30.0
 _PID_POLL_S = 0.002
 # What holds a command until the host has moved it into its cgroup ($0 names it in the shell's
 # own errors, such as a program that is not there).
-HOLD_SCRIPT = 'kill -STOP $$ && exec "$@"'
+# Its first argument is a token of this start, by which the host finds the held process
+# among the exec'd ones (the shell drops it before the exec).
+HOLD_SCRIPT = 'kill -STOP $$ && shift && exec "$@"'
 _HOLD_NAME = "agentcell"
+# How long the held process is looked for in the host's /proc before the engine is asked for
+# its pid instead (slower: it records the pid a moment later).
+HOLD_FIND_S = 2.0
+_FIND_POLL_S = 0.0005
 # A held shell stops itself within milliseconds; one that does not (an image's odd /bin/sh)
 # is moved running, and its command is not counted as confined.
 HOLD_TIMEOUT_S = 5.0
@@ -80,6 +89,8 @@ class CellFacts:
     container_id: str
     runtime: str
     init_pid: int
+    shim_pid: int
+    """The init's parent on the host: the engine's shim, which adopts exec'd processes."""
     pid_namespace: int
     """Inode of the cell's PID namespace, read from its init in the host's /proc."""
 
@@ -142,7 +153,8 @@ def start_command(
             "tenant that accepts exec'd processes without the seccomp profile",
         )
     held = hold_with is not None and facts.runtime != "runsc"
-    sent = [hold_with or "", "-c", HOLD_SCRIPT, _HOLD_NAME, *argv] if held else list(argv)
+    token = f"agentcell-hold-{secrets.token_hex(8)}"
+    sent = [hold_with or "", "-c", HOLD_SCRIPT, _HOLD_NAME, token, *argv] if held else list(argv)
     api = client.api
     with translated("exec in", subject=container):
         exec_id = str(
@@ -168,7 +180,7 @@ def start_command(
     )
     if held:
         try:
-            command.confine()
+            command.confine(token)
         except BaseException:
             with contextlib.suppress(Error, OSError):
                 command.kill()
@@ -224,12 +236,16 @@ class RunningCommand:
             self._pid = _started_pid(self._client, self.container, self.exec_id)
         return self._pid
 
-    def confine(self) -> None:
-        """Move the held command into a cgroup of its own, then let it run.
+    def confine(self, token: str) -> None:
+        """Move the held command (started with ``token``) into a cgroup of its own, then let
+        it run.
 
         Raises:
             BackendError: the command did not start in time, or cgroupfs refused the move.
         """
+        found = _find_held(self.facts, token, HOLD_FIND_S)
+        if found is not None:
+            self._pid = found
         pid = self.pid
         if pid <= 0:
             return  # it ended already (killed while held)
@@ -448,6 +464,52 @@ def _started_pid(client: docker.DockerClient, container: str, exec_id: str) -> i
         time.sleep(_PID_POLL_S)
 
 
+def _find_held(facts: CellFacts, token: str, timeout_s: float) -> int | None:
+    """The host pid of the held process started with ``token``: a child of the cell's
+    container shim (where the runtime leaves an exec'd process), or of the runtime while it
+    is still there. The cell's own processes cannot be among them: their orphans go to the
+    cell's init, never to the shim. None when it is not seen within ``timeout_s`` (or this
+    kernel does not list children)."""
+    needle = token.encode()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shim_children = _children(facts.shim_pid)
+        if shim_children is None:
+            return None
+        for child in shim_children:
+            if child == facts.init_pid:
+                continue
+            candidates: list[int] = [child, *(_children(child) or ())]
+            for pid in candidates:
+                try:
+                    argv = (_HOST_PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if needle in argv:
+                    return pid
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(_FIND_POLL_S)
+
+
+def _children(pid: int) -> list[int] | None:
+    """The children of every thread of ``pid``; None when the kernel does not say."""
+    found: list[int] = []
+    try:
+        threads = os.listdir(_HOST_PROC / str(pid) / "task")
+    except OSError:
+        return None  # gone, or no such pid (0: the shim was not known)
+    for thread in threads:
+        try:
+            text = (_HOST_PROC / str(pid) / "task" / thread / "children").read_text()
+        except FileNotFoundError:
+            return None  # no CONFIG_PROC_CHILDREN, or the thread ended
+        except OSError:
+            continue
+        found += (int(word) for word in text.split())
+    return found
+
+
 def _wait_stopped(pid: int, timeout_s: float) -> bool:
     """Whether the process ``pid`` stopped itself within ``timeout_s`` (False also when it is
     gone)."""
@@ -481,12 +543,14 @@ def cell_facts(client: docker.DockerClient, container: str) -> CellFacts:
             f"{container} is not running", fix="start the cell before running commands in it"
         )
     namespace = _pid_namespace(init_pid)
+    init = _read_process(init_pid)
     if namespace is None:
         raise BackendError(f"cannot read the PID namespace of {container}'s init ({init_pid})")
     return CellFacts(
         container_id=str(attrs["Id"]),
         runtime=str((attrs.get("HostConfig") or {}).get("Runtime") or "runc"),
         init_pid=init_pid,
+        shim_pid=init.ppid if init is not None else 0,
         pid_namespace=namespace,
     )
 

@@ -1,0 +1,58 @@
+"""Finding a held command among the processes the runtime exec'd, by its one-off token, in a
+recorded /proc tree: a child of the shim, or still of the runtime; never the cell's init; and
+a kernel that does not list children gives way to the engine's record at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentcell.runtime.docker import commands
+from agentcell.runtime.docker.commands import CellFacts
+
+TOKEN = "agentcell-hold-0123456789abcdef"
+FACTS = CellFacts(container_id="c" * 64, runtime="runc", init_pid=100, shim_pid=50, pid_namespace=1)
+
+
+def process(proc: Path, pid: int, argv: list[str], children: dict[int, list[int]]) -> None:
+    (proc / str(pid)).mkdir(parents=True, exist_ok=True)
+    (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    for thread, kids in children.items():
+        task = proc / str(pid) / "task" / str(thread)
+        task.mkdir(parents=True, exist_ok=True)
+        (task / "children").write_text(" ".join(map(str, kids)) + (" " if kids else ""))
+
+
+def held(token: str = TOKEN) -> list[str]:
+    return ["/bin/sh", "-c", commands.HOLD_SCRIPT, "agentcell", token, "true"]
+
+
+@pytest.fixture
+def proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(commands, "_HOST_PROC", tmp_path)
+    return tmp_path
+
+
+def test_the_held_process_is_found_under_the_shim_or_the_runtime(proc: Path) -> None:
+    process(proc, 50, ["containerd-shim-runc-v2"], {50: [100, 200], 51: [300]})
+    # The init carries the token in its argv too (a hostile cell's init could): never chosen.
+    process(proc, 100, held(), {100: []})
+    process(proc, 200, ["/bin/sh", "-c", "healthcheck"], {200: []})
+    process(proc, 300, ["runc", "exec"], {300: [301]})
+    process(proc, 301, held(), {301: []})
+    assert commands._find_held(FACTS, TOKEN, 0) == 301
+    assert commands._find_held(FACTS, "agentcell-hold-ffffffffffffffff", 0) is None
+
+
+def test_without_children_lists_the_engine_is_asked_at_once(proc: Path) -> None:
+    (proc / "50" / "task" / "50").mkdir(parents=True)
+    assert commands._find_held(FACTS, TOKEN, 60) is None
+    assert (
+        commands._find_held(
+            CellFacts(container_id="c", runtime="runc", init_pid=100, shim_pid=0, pid_namespace=1),
+            TOKEN,
+            60,
+        )
+        is None
+    )
