@@ -18,6 +18,7 @@ FACTS = CellFacts(container_id="c" * 64, runtime="runc", init_pid=100, shim_pid=
 def process(proc: Path, pid: int, argv: list[str], children: dict[int, list[int]]) -> None:
     (proc / str(pid)).mkdir(parents=True, exist_ok=True)
     (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (proc / str(pid) / "comm").write_text(Path(argv[0]).name[:15] + "\n")
     for thread, kids in children.items():
         task = proc / str(pid) / "task" / str(thread)
         task.mkdir(parents=True, exist_ok=True)
@@ -35,10 +36,15 @@ def proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_the_held_process_is_found_under_the_shim_or_the_runtime(proc: Path) -> None:
-    process(proc, 50, ["containerd-shim-runc-v2"], {50: [100, 200], 51: [300]})
+    process(proc, 50, ["containerd-shim-runc-v2"], {50: [100, 200, 400], 51: [300]})
     # The init carries the token in its argv too (a hostile cell's init could): never chosen.
-    process(proc, 100, held(), {100: []})
-    process(proc, 200, ["/bin/sh", "-c", "healthcheck"], {200: []})
+    process(proc, 100, held(), {100: [101]})
+    process(proc, 101, held(), {101: []})
+    # An earlier command's children are not looked at: only a runtime's are.
+    process(proc, 200, ["/bin/sh", "-c", "sleep 300 &"], {200: [201]})
+    process(proc, 201, held(), {201: []})
+    # The token alone is not enough: the whole hold must be there.
+    process(proc, 400, ["/bin/echo", TOKEN], {400: []})
     process(proc, 300, ["runc", "exec"], {300: [301]})
     process(proc, 301, held(), {301: []})
     assert commands._find_held(FACTS, TOKEN, 0) == 301

@@ -12,9 +12,9 @@ the HTTP layer's (frames, sequence numbers, output limits and timeouts are the d
   anything of the command's; the host finds it by its one-off TOKEN among the processes the
   runtime exec'd (the engine's own record of the pid comes a moment later), moves it into the
   command's cgroup, then continues it, and the ``exec`` leaves the command with that same
-  process, its argv, environment, cwd and input. An image
-  without a shell (``hold_with=None``), runsc, or a host without the v1 freezer runs the
-  command unheld and unconfined (:attr:`RunningCommand.confined` says which).
+  process, its argv, environment, cwd and input. An image without a shell
+  (``hold_with=None``), runsc, or a host without the v1 freezer runs the command unheld and
+  unconfined (:attr:`RunningCommand.confined` says which).
 * **Kill** happens from the host, never by a process in the cell: the command's cgroup is
   frozen, every member signalled, and thawed, until it is empty. Then, as for an unconfined
   command, the processes of the cell's PID namespace whose session or process group is the
@@ -67,14 +67,15 @@ _HOST_PROC = Path("/proc")
 START_TIMEOUT_S = 30.0
 _PID_POLL_S = 0.002
 # What holds a command until the host has moved it into its cgroup ($0 names it in the shell's
-# own errors, such as a program that is not there).
-# Its first argument is a token of this start, by which the host finds the held process
-# among the exec'd ones (the shell drops it before the exec).
+# own errors, such as a program that is not there). Its first argument is a token of this
+# start, by which the host finds the held process among the exec'd ones (the shell drops it
+# before the exec).
 HOLD_SCRIPT = 'kill -STOP $$ && shift && exec "$@"'
 _HOLD_NAME = "agentcell"
 # How long the held process is looked for in the host's /proc before the engine is asked for
 # its pid instead (slower: it records the pid a moment later).
 HOLD_FIND_S = 2.0
+_RUNTIMES = ("runc", "crun")
 _FIND_POLL_S = 0.0005
 # A held shell stops itself within milliseconds; one that does not (an image's odd /bin/sh)
 # is moved running, and its command is not counted as confined.
@@ -466,11 +467,11 @@ def _started_pid(client: docker.DockerClient, container: str, exec_id: str) -> i
 
 def _find_held(facts: CellFacts, token: str, timeout_s: float) -> int | None:
     """The host pid of the held process started with ``token``: a child of the cell's
-    container shim (where the runtime leaves an exec'd process), or of the runtime while it
-    is still there. The cell's own processes cannot be among them: their orphans go to the
-    cell's init, never to the shim. None when it is not seen within ``timeout_s`` (or this
-    kernel does not list children)."""
-    needle = token.encode()
+    container shim (where the runtime leaves an exec'd process), or of the runtime (runc,
+    crun) while it is still there. The cell's orphans go to its init, never to the shim, so
+    only an exec'd command can sit there; one that named itself after the runtime and copied
+    the token from the held shell's argv could only hold up its own cell's next command.
+    None when it is not seen within ``timeout_s`` (or this kernel does not list children)."""
     deadline = time.monotonic() + timeout_s
     while True:
         shim_children = _children(facts.shim_pid)
@@ -479,17 +480,30 @@ def _find_held(facts: CellFacts, token: str, timeout_s: float) -> int | None:
         for child in shim_children:
             if child == facts.init_pid:
                 continue
-            candidates: list[int] = [child, *(_children(child) or ())]
+            candidates = [child]
+            if _comm(child) in _RUNTIMES:
+                candidates += _children(child) or ()
             for pid in candidates:
-                try:
-                    argv = (_HOST_PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if needle in argv:
+                if _is_held(pid, token):
                     return pid
         if time.monotonic() >= deadline:
             return None
         time.sleep(_FIND_POLL_S)
+
+
+def _is_held(pid: int, token: str) -> bool:
+    try:
+        argv = (_HOST_PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return argv[2:5] == [HOLD_SCRIPT.encode(), _HOLD_NAME.encode(), token.encode()]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return (_HOST_PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _children(pid: int) -> list[int] | None:
