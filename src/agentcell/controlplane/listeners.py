@@ -92,7 +92,7 @@ class GuardedConnection(asyncio.Protocol):
         self._admitted = False
         self._lost = False
         self._raw: asyncio.Transport | None = None
-        self._tls: asyncio.Transport | None = None
+        self._served: asyncio.Transport | None = None
         """The transport aiohttp talks over: the TLS one, or the raw one without TLS."""
         self._http: asyncio.Protocol | None = None
         self._handshake: asyncio.Task[None] | None = None
@@ -169,7 +169,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def _serve(self, transport: asyncio.Transport) -> None:
         """Hand the connection to aiohttp, with what arrived meanwhile."""
-        self._tls = transport
+        self._served = transport
         self._http = self._listeners.http()
         self._http.connection_made(transport)
         self._arm_head_timer()
@@ -238,7 +238,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        if self._in_request or self._lost or self._tls is None:
+        if self._in_request or self._lost or self._served is None:
             return
         self._listeners.telemetry.connection_timeouts.labels(phase="request_head").inc()
         log.info(
@@ -246,13 +246,13 @@ class GuardedConnection(asyncio.Protocol):
             self.peer,
             self._listeners.limits.request_head_timeout,
         )
-        self._tls.abort()
+        self._served.abort()
 
     def abort(self) -> None:
         """Close now, whatever the phase (at shutdown)."""
         if self._handshake is not None and not self._handshake.done():
             self._handshake.cancel()
-        transport = self._tls or self._raw
+        transport = self._served or self._raw
         if transport is not None and not self._lost:
             transport.abort()
 

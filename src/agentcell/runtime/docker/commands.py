@@ -111,6 +111,8 @@ class HostProcess:
     session: int
     start_ticks: int
     zombie: bool
+    stopped: bool = False
+    """Stopped by a signal (or traced): a held command waiting to be continued."""
 
 
 def start_command(
@@ -529,14 +531,12 @@ def _wait_stopped(pid: int, timeout_s: float) -> bool:
     gone)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            text = (_HOST_PROC / str(pid) / "stat").read_text()
-        except OSError:
+        process = _read_process(pid)
+        if process is None or process.zombie:
             return False
-        state = text[text.rfind(")") + 2 :][:1]
-        if state in ("T", "t"):
+        if process.stopped:
             return True
-        if state in ("Z", "X") or time.monotonic() >= deadline:
+        if time.monotonic() >= deadline:
             return False
         time.sleep(_PID_POLL_S / 2)
 
@@ -600,6 +600,7 @@ def parse_stat(pid: int, text: str) -> HostProcess | None:
         session=int(fields[3]),
         start_ticks=int(fields[19]),
         zombie=fields[0] in ("Z", "X"),
+        stopped=fields[0] in ("T", "t"),
     )
 
 
