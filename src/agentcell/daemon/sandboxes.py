@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from agentcell.launch.apply import TenantDirectory
     from agentcell.runtime.docker.backend import DockerBackend
     from agentcell.runtime.docker.commands import CellFacts, RunningCommand
+    from agentcell.runtime.docker.exec_exits import ExecExits
     from agentcell.runtime.docker.files import CellFiles
 
 __all__ = ["POLICY", "SandboxManager", "new_sandbox_id", "pool_overruns"]
@@ -168,6 +169,7 @@ class SandboxManager:
         self._locks_guard = threading.Lock()
         self._shells: dict[str, bool] = {}
         self._executor = ThreadPoolExecutor(engine_threads, thread_name_prefix="sandbox-engine")
+        self._exits: ExecExits | None = None
         self._lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -183,7 +185,10 @@ class SandboxManager:
             QuotaExceeded: a tenant's pools' minimums together exceed its quota.
             HostError: this host cannot run a template's cell (e.g. its runtime is absent).
         """
+        from agentcell.runtime.docker.exec_exits import ExecExits
+
         self._lock = asyncio.Lock()
+        self._exits = ExecExits()
         self._pools = {key: _Pool(template=template) for key, template in self._templates.items()}
         await self._run(self._read_tenants, True)
         if self._directory is None:
@@ -216,6 +221,8 @@ class SandboxManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._exits is not None:
+            self._exits.close()
 
     # -- templates ------------------------------------------------------------------------
 
@@ -959,6 +966,7 @@ class SandboxManager:
             stdin=request.stdin,
             hold_with="/bin/sh" if held else None,
             known=sandbox.facts,
+            exits=self._exits,
         )
         sandbox.facts = process.facts
         return process

@@ -13,10 +13,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from agentcell.errors import HostError
+from agentcell.errors import EngineUnavailable, HostError
 from agentcell.policy import admit
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.commands import RunningCommand, start_command
+from agentcell.runtime.docker.exec_exits import ExecExits
 from agentcell.spec.load import load_paths
 from tests.policies import AdmitAll
 
@@ -332,3 +333,47 @@ def test_a_runsc_cell_refuses_exec_unless_unfiltered_is_allowed(
     )
     assert b"".join(d for _, d in command.output()) == b"hi\n"
     assert command.wait(30) == 0
+
+
+def test_exit_codes_come_from_the_engines_announcement_or_from_asking_it(
+    docker_client: docker.DockerClient, cell: str
+) -> None:
+    exits = ExecExits()
+    try:
+        for argv, expected in ((["sh", "-c", "exit 7"], 7), (["true"], 0), (["nope"], 127)):
+            command = start_command(
+                docker_client, cell, argv, cwd=None, env={}, stdin=None, exits=exits
+            )
+            list(command.output())
+            # The engine's exec_die event names this exec and its code.
+            assert exits.wait(command.exec_id, 10) == expected
+            assert exits.announced(command.exec_id) is None  # handed out once, then forgotten
+            assert command.wait(10) == expected  # asked of the engine: the same code
+        killed = start_command(
+            docker_client, cell, ["sleep", "300"], cwd=None, env={}, stdin=None, exits=exits
+        )
+        with killed:
+            assert killed.wait(0.2) is None
+            killed.kill()
+            assert killed.wait(10) == 137
+        # Without the subscription (it ended, or never opened) the engine is asked.
+        exits.close()
+        after = start_command(
+            docker_client, cell, ["sh", "-c", "exit 3"], cwd=None, env={}, stdin=None, exits=exits
+        )
+        list(after.output())
+        assert exits.wait(after.exec_id, 0.1) is None
+        assert after.wait(10) == 3
+    finally:
+        exits.close()
+
+    def unreachable() -> docker.DockerClient:
+        raise EngineUnavailable("no engine here", fix="none")
+
+    never = ExecExits(unreachable)
+    command = start_command(
+        docker_client, cell, ["sh", "-c", "exit 5"], cwd=None, env={}, stdin=None, exits=never
+    )
+    list(command.output())
+    assert command.wait(10) == 5
+    never.close()

@@ -54,6 +54,7 @@ from docker.utils.socket import STDERR, STDOUT, frames_iter
 from agentcell.errors import BackendError, Error, HostError, InvalidInput
 from agentcell.runtime.command_cgroup import CommandCgroup
 from agentcell.runtime.docker.client import translated
+from agentcell.runtime.docker.exec_exits import ExecExits
 
 __all__ = ["CellFacts", "RunningCommand", "Stream", "cell_facts", "start_command"]
 
@@ -80,6 +81,9 @@ _FIND_POLL_S = 0.0005
 # A held shell stops itself within milliseconds; one that does not (an image's odd /bin/sh)
 # is moved running, and its command is not counted as confined.
 HOLD_TIMEOUT_S = 5.0
+# How long a wait listens for the engine's announcement of the end before it asks the engine
+# (an exec that dies with its cell may never be announced).
+EXIT_EVENT_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +131,7 @@ def start_command(
     allow_unfiltered: bool = False,
     hold_with: str | None = "/bin/sh",
     known: CellFacts | None = None,
+    exits: ExecExits | None = None,
 ) -> RunningCommand:
     """Start ``argv`` in the running ``container`` and return a handle on it.
 
@@ -137,6 +142,8 @@ def start_command(
     holds the command until it is in its cgroup (see the module's notes); ``None`` for an
     image without one, whose command then runs unconfined. ``known`` are the cell's facts
     from an earlier command (read again from the engine when the cell's init changed).
+    ``exits`` hears the engine announce the command's end, so :meth:`RunningCommand.wait`
+    need not ask it (it still does when nothing is heard).
 
     Raises:
         InvalidInput: ``argv`` is empty.
@@ -172,6 +179,8 @@ def start_command(
                 user=user or "",
             )["Id"]
         )
+        if exits is not None:
+            exits.expect(exec_id)
         wrapper = api.exec_start(exec_id, socket=True)
     command = RunningCommand(
         client=client,
@@ -180,6 +189,7 @@ def start_command(
         facts=facts,
         wrapper=wrapper,
         stdin=stdin,
+        exits=exits,
     )
     if held:
         try:
@@ -204,8 +214,10 @@ class RunningCommand:
         facts: CellFacts,
         wrapper: Any,
         stdin: bytes | None,
+        exits: ExecExits | None = None,
     ) -> None:
         self._client = client
+        self._exits = exits
         self.container = container
         self.exec_id = exec_id
         self._pid: int | None = None
@@ -319,6 +331,10 @@ class RunningCommand:
             BackendError: the engine does not answer.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if self._exit_code is None and self._exits is not None:
+            # The engine announces the end as it handles it; asking it would wait for that too.
+            first = EXIT_EVENT_WAIT_S if timeout_s is None else min(EXIT_EVENT_WAIT_S, timeout_s)
+            self._exit_code = self._exits.wait(self.exec_id, first)
         attempt = 0
         while True:
             code = self.poll()
@@ -334,6 +350,8 @@ class RunningCommand:
 
     def poll(self) -> int | None:
         """The exit code if the command has ended, else None, without waiting."""
+        if self._exit_code is None and self._exits is not None:
+            self._exit_code = self._exits.announced(self.exec_id)
         if self._exit_code is None:
             with translated("inspect exec in", subject=self.container):
                 info = self._client.api.exec_inspect(self.exec_id)
