@@ -20,6 +20,8 @@ and the running service use it at the same time.
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,6 +129,7 @@ class DaemonStore:
 
     def close(self) -> None:
         """Close every pooled connection."""
+        self.tokens.close()
         self.engine.dispose()
 
     @contextmanager
@@ -153,6 +156,38 @@ class TokenStore:
 
     def __init__(self, store: DaemonStore) -> None:
         self._store = store
+        self._watch: sqlite3.Connection | None = None
+        self._watch_lock = threading.Lock()
+
+    def version(self) -> int:
+        """A number that changes whenever any connection, of this process or another (the
+        CLI's token commands), commits to the database: SQLite's ``data_version``, read on
+        a read-only connection of its own that never writes.
+
+        Raises:
+            ServiceStorageError: the database failed.
+        """
+        with self._watch_lock:
+            try:
+                if self._watch is None:
+                    self._watch = sqlite3.connect(
+                        f"{self._store.path.as_uri()}?mode=ro",
+                        uri=True,
+                        check_same_thread=False,
+                        isolation_level=None,
+                    )
+                return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise ServiceStorageError(
+                    f"cannot read the version of {self._store.path}: {exc}",
+                    fix="check the disk and the file's owner; the service keeps serving",
+                ) from exc
+
+    def close(self) -> None:
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
 
     def add(self, *, token_id: str, tenant: str, digest: str) -> TokenRow:
         """Record a new token's digest.

@@ -102,6 +102,34 @@ def test_tokens_are_kept_as_digests_and_revocation_holds(tmp_path: Path) -> None
     store.close()
 
 
+def test_a_known_token_is_forgotten_at_the_next_commit_by_anyone(tmp_path: Path) -> None:
+    store = DaemonStore.open(tmp_path / "daemon")
+    authority = TokenAuthority(store.tokens, admin_token="the-admin-token")
+    row, secret = authority.issue("acme")
+    other_row, other = authority.issue("acme")
+    assert authority.known(secret) is None  # never identified yet: the database is asked
+    assert authority.identify(secret) is not None
+    known = authority.known(secret)
+    assert known is not None and known.tenant == "acme"
+    assert authority.known(secret + "x") is None
+    admin = authority.known("the-admin-token")
+    assert admin is not None and admin.is_admin
+    # A second connection to the file, as the CLI's `daemon token revoke` has.
+    cli = DaemonStore.open(tmp_path / "daemon")
+    try:
+        assert cli.tokens.revoke(row.id)
+    finally:
+        cli.close()
+    assert authority.known(secret) is None
+    assert authority.identify(secret) is None
+    # A revocation through the service's own store is a commit too.
+    assert authority.identify(other) is not None
+    assert store.tokens.revoke(other_row.id)
+    assert authority.known(other) is None
+    assert authority.identify(other) is None
+    store.close()
+
+
 def test_bearer_token_reads_only_the_bearer_scheme() -> None:
     assert bearer_token("Bearer abc") == "abc"
     assert bearer_token("bearer  abc ") == "abc"
