@@ -62,3 +62,54 @@ def test_without_children_lists_the_engine_is_asked_at_once(proc: Path) -> None:
         )
         is None
     )
+
+
+def stat(proc: Path, pid: int, ppid: int, state: str = "S") -> None:
+    comm = (proc / str(pid) / "comm").read_text().strip()
+    fields = [state, str(ppid), str(pid), str(pid)] + ["0"] * 18
+    (proc / str(pid) / "stat").write_text(f"{pid} ({comm}) " + " ".join(fields) + "\n")
+
+
+def test_in_the_cells_cgroup_only_a_newcomer_the_shim_or_its_runtime_exec_d_is_chosen(
+    proc: Path, tmp_path: Path
+) -> None:
+    procs = tmp_path / "cgroup.procs"
+    facts = CellFacts(
+        container_id="c" * 64,
+        runtime="runc",
+        init_pid=100,
+        shim_pid=50,
+        pid_namespace=1,
+        cell_procs=procs,
+    )
+    process(proc, 50, ["containerd-shim-runc-v2"], {})
+    stat(proc, 50, 1)
+    process(proc, 100, held(), {})  # the init: never chosen
+    stat(proc, 100, 50)
+    # Already in the cell before the start: not looked at (an earlier command of the shim's).
+    process(proc, 150, held(), {})
+    stat(proc, 150, 50)
+    # A cell's process that copied the hold, as the init's child, or under a "runc" of its own.
+    process(proc, 201, held(), {})
+    stat(proc, 201, 100)
+    process(proc, 210, ["runc", "exec"], {})
+    stat(proc, 210, 100)
+    process(proc, 211, held(), {})
+    stat(proc, 211, 210)
+    procs.write_text("100\n150\n201\n210\n211\n")
+    before = frozenset({100, 150})
+    assert commands._find_held(facts, TOKEN, 0, before) is None
+    # The real one, still the runtime's child.
+    process(proc, 300, ["runc", "exec"], {})
+    stat(proc, 300, 50)
+    process(proc, 301, held(), {})
+    stat(proc, 301, 300, "T")
+    procs.write_text("100\n150\n201\n210\n211\n301\n")
+    assert commands._find_held(facts, TOKEN, 0, before) == 301
+    # ...and once the runtime is gone, the shim's.
+    stat(proc, 301, 50, "T")
+    assert commands._find_held(facts, TOKEN, 0, before) == 301
+    assert commands._find_held(facts, "agentcell-hold-ffffffffffffffff", 0, before) is None
+    # An unreadable cgroup gives way to the engine's record at once.
+    procs.unlink()
+    assert commands._find_held(facts, TOKEN, 60, before) is None

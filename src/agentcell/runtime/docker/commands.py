@@ -52,7 +52,8 @@ import docker
 from docker.utils.socket import STDERR, STDOUT, frames_iter
 
 from agentcell.errors import BackendError, Error, HostError, InvalidInput
-from agentcell.runtime.command_cgroup import CommandCgroup
+from agentcell.runtime.cgroups import CGROUP_FS
+from agentcell.runtime.command_cgroup import CommandCgroup, freezer_path
 from agentcell.runtime.docker.client import translated
 from agentcell.runtime.docker.exec_exits import ExecExits
 
@@ -65,6 +66,7 @@ _STREAMS: dict[int, Stream] = {STDOUT: "stdout", STDERR: "stderr"}
 KILL_ROUNDS = 50
 _WAIT_POLL_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 _HOST_PROC = Path("/proc")
+_CGROUP_FS = CGROUP_FS
 START_TIMEOUT_S = 30.0
 _PID_POLL_S = 0.002
 # What holds a command until the host has moved it into its cgroup ($0 names it in the shell's
@@ -98,6 +100,10 @@ class CellFacts:
     """The init's parent on the host: the engine's shim, which adopts exec'd processes."""
     pid_namespace: int
     """Inode of the cell's PID namespace, read from its init in the host's /proc."""
+    cell_procs: Path | None = None
+    """The ``cgroup.procs`` of the cell's v1 freezer cgroup, where an exec'd process appears
+    (runc and crun put it in the container's cgroups before it runs); None on a host without
+    it."""
 
     def current(self) -> bool:
         """Whether the cell still runs the init these facts were read from (a restarted
@@ -181,6 +187,7 @@ def start_command(
         )
         if exits is not None:
             exits.expect(exec_id)
+        before = _cgroup_pids(facts.cell_procs) if held else None
         wrapper = api.exec_start(exec_id, socket=True)
     command = RunningCommand(
         client=client,
@@ -193,7 +200,7 @@ def start_command(
     )
     if held:
         try:
-            command.confine(token)
+            command.confine(token, before)
         except BaseException:
             with contextlib.suppress(Error, OSError):
                 command.kill()
@@ -251,14 +258,14 @@ class RunningCommand:
             self._pid = _started_pid(self._client, self.container, self.exec_id)
         return self._pid
 
-    def confine(self, token: str) -> None:
+    def confine(self, token: str, before: frozenset[int] | None = None) -> None:
         """Move the held command (started with ``token``) into a cgroup of its own, then let
-        it run.
+        it run. ``before`` are the pids in the cell's cgroup before the start, when known.
 
         Raises:
             BackendError: the command did not start in time, or cgroupfs refused the move.
         """
-        found = _find_held(self.facts, token, HOLD_FIND_S)
+        found = _find_held(self.facts, token, HOLD_FIND_S, before)
         if found is not None:
             self._pid = found
         pid = self.pid
@@ -485,13 +492,21 @@ def _started_pid(client: docker.DockerClient, container: str, exec_id: str) -> i
         time.sleep(_PID_POLL_S)
 
 
-def _find_held(facts: CellFacts, token: str, timeout_s: float) -> int | None:
+def _find_held(
+    facts: CellFacts, token: str, timeout_s: float, before: frozenset[int] | None = None
+) -> int | None:
     """The host pid of the held process started with ``token``: a child of the cell's
     container shim (where the runtime leaves an exec'd process), or of the runtime (runc,
     crun) while it is still there. The cell's orphans go to its init, never to the shim, so
     only an exec'd command can sit there; one that named itself after the runtime and copied
     the token from the held shell's argv could only hold up its own cell's next command.
-    None when it is not seen within ``timeout_s`` (or this kernel does not list children)."""
+    None when it is not seen within ``timeout_s`` (or this kernel does not list children).
+
+    With the pids of the cell's cgroup from ``before`` the start, it looks only at those that
+    joined it since (one file to read per look, rather than every thread's children of the
+    shim and the runtime), with the same test of parentage."""
+    if facts.cell_procs is not None and before is not None:
+        return _find_held_joined(facts, token, timeout_s, before)
     deadline = time.monotonic() + timeout_s
     while True:
         shim_children = _children(facts.shim_pid)
@@ -509,6 +524,45 @@ def _find_held(facts: CellFacts, token: str, timeout_s: float) -> int | None:
         if time.monotonic() >= deadline:
             return None
         time.sleep(_FIND_POLL_S)
+
+
+def _find_held_joined(
+    facts: CellFacts, token: str, timeout_s: float, before: frozenset[int]
+) -> int | None:
+    """:func:`_find_held` among the processes that joined the cell's cgroup since ``before``."""
+    assert facts.cell_procs is not None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = _cgroup_pids(facts.cell_procs)
+        if pids is None:
+            return None
+        for pid in pids - before:
+            if pid != facts.init_pid and _is_held(pid, token) and _exec_child(pid, facts):
+                return pid
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(_FIND_POLL_S)
+
+
+def _exec_child(pid: int, facts: CellFacts) -> bool:
+    """Whether ``pid`` is a child of the cell's shim, or of a runtime that is one."""
+    process = _read_process(pid)
+    if process is None or facts.shim_pid <= 0:
+        return False
+    if process.ppid == facts.shim_pid:
+        return True
+    parent = _read_process(process.ppid)
+    return parent is not None and parent.ppid == facts.shim_pid and _comm(process.ppid) in _RUNTIMES
+
+
+def _cgroup_pids(procs: Path | None) -> frozenset[int] | None:
+    """The pids a ``cgroup.procs`` file lists; None without one, or when it cannot be read."""
+    if procs is None:
+        return None
+    try:
+        return frozenset(int(word) for word in procs.read_text().split())
+    except (OSError, ValueError):
+        return None
 
 
 def _is_held(pid: int, token: str) -> bool:
@@ -584,7 +638,20 @@ def cell_facts(client: docker.DockerClient, container: str) -> CellFacts:
         init_pid=init_pid,
         shim_pid=init.ppid if init is not None else 0,
         pid_namespace=namespace,
+        cell_procs=_cell_procs(init_pid),
     )
+
+
+def _cell_procs(init_pid: int) -> Path | None:
+    """The ``cgroup.procs`` of the v1 freezer cgroup the cell's init is in, if there is one."""
+    try:
+        path = freezer_path((_HOST_PROC / str(init_pid) / "cgroup").read_text())
+    except OSError:
+        return None
+    if not path or path == "/":
+        return None
+    procs = _CGROUP_FS / "freezer" / path.lstrip("/") / "cgroup.procs"
+    return procs if procs.is_file() else None
 
 
 def _host_processes() -> list[HostProcess]:
