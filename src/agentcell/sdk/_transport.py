@@ -17,6 +17,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from agentcell import __version__
 from agentcell.sdk._discovery import DaemonAddress
@@ -31,7 +32,42 @@ DROPPED = (OSError, http.client.HTTPException)
 _CA_FIX = "point AGENTCELL_DAEMON_CA at the service's own CA (<state>/daemon/tls/ca.pem)"
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class _OneWrite(http.client.HTTPConnection):
+    """Sends a request whose body is in memory in one write, head and body together:
+    ``http.client`` writes them apart, which costs the service a second read (a second TLS
+    record) before it has the request."""
+
+    _held: list[bytes] | None = None
+
+    def request_at_once(
+        self, method: str, target: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> None:
+        self._held = []
+        try:
+            self.request(method, target, body=body, headers=headers)
+            data = b"".join(self._held)
+        finally:
+            self._held = None
+        self.send(data)
+
+    def send(self, data: Any) -> None:
+        if self._held is not None and isinstance(data, bytes | bytearray):
+            self._held.append(bytes(data))
+            return
+        super().send(data)
+
+
+class _TLSConnection(_OneWrite, http.client.HTTPSConnection):
+    """HTTPS with Nagle's algorithm off: a request is written whole, and its answer waited
+    for, so nothing is gained by holding a small write back."""
+
+    def connect(self) -> None:
+        super().connect()
+        if self.sock is not None:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _UnixConnection(_OneWrite):
     """HTTP over a Unix socket (the service's local socket, no TLS)."""
 
     def __init__(self, path: str, *, timeout: float) -> None:
@@ -88,9 +124,7 @@ class Transport:
         if self.address.is_unix:
             return _UnixConnection(self.address.socket_path, timeout=timeout)
         host, port = self.address.host_port
-        return http.client.HTTPSConnection(
-            host, port, context=self._tls, timeout=timeout, blocksize=CHUNK
-        )
+        return _TLSConnection(host, port, context=self._tls, timeout=timeout, blocksize=CHUNK)
 
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
@@ -151,9 +185,14 @@ class Transport:
             chunked = body is not None and not isinstance(body, bytes)
             try:
                 try:
-                    connection.request(
-                        method, target, body=body, headers=headers, encode_chunked=chunked
-                    )
+                    if isinstance(connection, _OneWrite) and (
+                        body is None or isinstance(body, bytes)
+                    ):
+                        connection.request_at_once(method, target, body, headers)
+                    else:
+                        connection.request(
+                            method, target, body=body, headers=headers, encode_chunked=chunked
+                        )
                 except OSError:  # a broken pipe, a reset, or TLS's EOF
                     if not chunked:
                         raise
