@@ -4,8 +4,10 @@ own (read from /proc/PID/ns/cgroup against the host's)."""
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +87,32 @@ def test_the_parent_goes_with_the_tenants_last_cell(backend: DockerBackend, tena
     assert list(ROOT.glob(f"*/agentcell/{tenant}"))
     backend.down(tenant, "b")
     assert not list(ROOT.glob(f"*/agentcell/{tenant}"))
+
+
+def test_a_container_that_only_claims_the_tenant_keeps_no_parent(
+    backend: DockerBackend, docker_client: docker.DockerClient, tenant: str
+) -> None:
+    # An image whose labels say it is one of the tenant's cells: the engine merges them into
+    # every container made from it, so the container's labels alone would say so too.
+    tag = f"agentcell-test/claims:{secrets.token_hex(4)}"
+    dockerfile = (
+        "FROM agentcell/sandbox:0.1.0\n"
+        f'LABEL org.agentcell.managed="true" org.agentcell.tenant="{tenant}"\n'
+    ).encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        archive.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    claimant = None
+    try:
+        claimant = docker_client.containers.create(tag, ["sleep", "60"])
+        cell(backend, tenant, "a", TenantLimits(pids=100))
+        backend.down(tenant, "a", timeout_s=0)
+        assert not list(ROOT.glob(f"*/agentcell/{tenant}"))
+    finally:
+        if claimant is not None:
+            claimant.remove(force=True)
+        docker_client.images.remove(tag, force=True)

@@ -396,9 +396,21 @@ class DockerBackend:
             return False
         # The tenant's network stays: it goes with the tenant (remove_tenant_network).
         self._remove(container, timeout_s=timeout_s)
-        if not self.cells(tenant=tenant):
+        if not self._has_cells(tenant):
             self.tenant_cgroup(tenant).remove()
         return True
+
+    def _has_cells(self, tenant: str) -> bool:
+        """Whether any cell of ``tenant`` is left: one listing of the engine's summaries (their
+        labels and image), not an inspect per container as :meth:`cells` needs."""
+        filters = [f"{LABEL_MANAGED}=true", f"{LABEL_TENANT}={tenant}"]
+        with translated("list cells"):
+            found = self.client.api.containers(all=True, filters={"label": filters})
+        for summary in found:
+            labels = summary.get("Labels") or {}
+            if trusted_labels(labels, self._labels_of_image(str(summary.get("ImageID") or ""))):
+                return True
+        return False
 
     def _owned(
         self, container: str, tenant: str, name: str, *, where: Location | None = None
@@ -485,6 +497,9 @@ class DockerBackend:
         """agentcell's labels on ``container`` if agentcell set them, else None (the image's
         labels are read once per backend)."""
         image_id = str(container.attrs.get("Image") or "")
+        return trusted_labels(container.labels, self._labels_of_image(image_id))
+
+    def _labels_of_image(self, image_id: str) -> Mapping[str, str]:
         if image_id not in self._image_labels:
             labels: Mapping[str, str] = {}
             try:
@@ -493,13 +508,15 @@ class DockerBackend:
             except (CellNotFound, ImageError):
                 pass  # the image is gone; the container keeps only the labels it was given
             self._image_labels[image_id] = labels
-        return trusted_labels(container.labels, self._image_labels[image_id])
+        return self._image_labels[image_id]
 
     def _remove(self, container: Container, *, timeout_s: int = STOP_TIMEOUT_S) -> None:
         name = container.name or container.id or "?"
-        # Already stopped, or dying: remove(force) below ends it either way.
-        with contextlib.suppress(BackendError), translated("stop", subject=name):
-            container.stop(timeout=timeout_s)
+        # Already stopped, or dying: remove(force) below ends it either way. Without a grace
+        # period it alone does (SIGKILL, then the removal), as `docker rm -f` does.
+        if timeout_s > 0:
+            with contextlib.suppress(BackendError), translated("stop", subject=name):
+                container.stop(timeout=timeout_s)
         with contextlib.suppress(CellNotFound), translated("remove", subject=name):
             container.remove(force=True)
 
