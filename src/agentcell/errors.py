@@ -67,7 +67,7 @@ may import only this module).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "AdmissionError",
@@ -89,9 +89,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Location:
-    """Where in a spec file a problem sits. Any part may be unknown."""
+class Location(NamedTuple):
+    """Where in a spec file a problem sits. Any part may be unknown. (A named tuple rather
+    than a dataclass: the command line's thin path imports this module, and ``dataclasses``
+    costs it ``inspect``.)"""
 
     file: str | None = None
     line: int | None = None

@@ -19,7 +19,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -454,12 +453,12 @@ class _NotMine(Exception):
     """An argument list for the full command line."""
 
 
-@dataclass
 class _Parsed:
-    positional: list[str] = field(default_factory=list)
-    options: dict[str, list[str]] = field(default_factory=dict)
-    rest: list[str] = field(default_factory=list)
-    """What follows ``--``."""
+    def __init__(self) -> None:
+        self.positional: list[str] = []
+        self.options: dict[str, list[str]] = {}
+        self.rest: list[str] = []
+        """What follows ``--``."""
 
     def one(self, name: str, default: str | None = None) -> str | None:
         values = self.options.get(name)

@@ -52,7 +52,7 @@ def _rename(exc: Error, names: dict[str, str]) -> None:
     if exc.fix is not None:
         exc.fix = _renamed_text(exc.fix, names)
     if exc.where is not None and exc.where.file is not None:
-        exc.where = dataclasses.replace(exc.where, file=_renamed_text(exc.where.file, names))
+        exc.where = exc.where._replace(file=_renamed_text(exc.where.file, names))
     for problem in getattr(exc, "problems", ()):
         _rename(problem, names)
 

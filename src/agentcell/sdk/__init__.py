@@ -9,13 +9,14 @@
         sbx.files.write("/workspace/data.csv", open("data.csv", "rb"))
 
 :class:`Sandbox` speaks HTTP with the standard library alone; :class:`AsyncSandbox` is the
-same API for asyncio, over aiohttp, imported only when it is first used. Importing this
+same API for asyncio, over aiohttp; each is imported when it is first used. Importing this
 package loads neither pydantic, docker, typer, rich, cryptography nor aiohttp (a unit test
 holds it to that). Every error is an :class:`agentcell.errors.Error`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from agentcell.sdk._discovery import DaemonAddress, daemon_dir, discover, running_daemon
@@ -35,11 +36,25 @@ from agentcell.sdk._errors import (
     TemplateNotFound,
     TimeoutRefused,
 )
-from agentcell.sdk._models import CommandInfo, CommandResult, FileEntry, SandboxInfo
-from agentcell.sdk._sync import CommandHandle, Commands, Files, Sandbox
 
 if TYPE_CHECKING:
     from agentcell.sdk._async import AsyncCommandHandle, AsyncSandbox
+    from agentcell.sdk._models import CommandInfo, CommandResult, FileEntry, SandboxInfo
+    from agentcell.sdk._sync import CommandHandle, Commands, Files, Sandbox
+
+# Loaded on first use: the command line's thin path needs the transport alone.
+_LAZY = {
+    "AsyncSandbox": "_async",
+    "AsyncCommandHandle": "_async",
+    "CommandInfo": "_models",
+    "CommandResult": "_models",
+    "FileEntry": "_models",
+    "SandboxInfo": "_models",
+    "CommandHandle": "_sync",
+    "Commands": "_sync",
+    "Files": "_sync",
+    "Sandbox": "_sync",
+}
 
 __all__ = [
     "AsyncCommandHandle",
@@ -74,9 +89,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The asyncio client pulls in aiohttp: only on first use.
-    if name in ("AsyncSandbox", "AsyncCommandHandle"):
-        from agentcell.sdk import _async
-
-        return getattr(_async, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # The asyncio client pulls in aiohttp, the sync one the models: each on first use.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -17,8 +17,8 @@ import json
 import os
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from agentcell.sdk._errors import DaemonUnavailable, InvalidRequest
 
@@ -38,8 +38,7 @@ def daemon_dir(environ: Mapping[str, str] | None = None) -> Path:
     return _state_dir(os.environ if environ is None else environ) / "daemon"
 
 
-@dataclass(frozen=True, kw_only=True)
-class DaemonRecord:
+class DaemonRecord(NamedTuple):
     """What a running service wrote about itself in ``daemon.json``."""
 
     pid: int
@@ -48,8 +47,7 @@ class DaemonRecord:
     ca: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
-class DaemonAddress:
+class DaemonAddress(NamedTuple):
     """How to reach the service: ``https://HOST:PORT`` (verified against ``ca``, or the
     system's roots when ``ca`` is None) or ``unix:///PATH``."""
 

@@ -16,8 +16,7 @@ import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentcell import __version__
 from agentcell.sdk._discovery import DaemonAddress
@@ -85,8 +84,7 @@ class _UnixConnection(_OneWrite):
         self.sock = sock
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     status: int
     body: bytes
     headers: Mapping[str, str]

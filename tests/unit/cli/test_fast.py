@@ -114,10 +114,13 @@ def test_a_bad_name_is_refused_as_the_full_command_refuses_it(
 
 
 def test_the_entry_point_imports_neither_typer_nor_the_launch_path() -> None:
+    # Nor dataclasses (it costs inspect), nor the SDK's sandbox classes: `up`, `down` and `ps`
+    # need the transport alone.
     code = (
-        "import sys, agentcell.cli.fast, agentcell.sdk; "
+        "import sys, agentcell.cli.fast, agentcell.sdk, agentcell.sdk._transport; "
         "print(sorted(m for m in ('typer', 'click', 'docker', 'pydantic', 'yaml', 'rich', "
-        "'agentcell.launch', 'aiohttp') if m in sys.modules))"
+        "'agentcell.launch', 'aiohttp', 'dataclasses', 'agentcell.sdk._sync') "
+        "if m in sys.modules))"
     )
     output = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
