@@ -10,11 +10,15 @@ the HTTP layer's (frames, sequence numbers, output limits and timeouts are the d
   can leave. The command starts held: the engine runs ``<shell> -c 'kill -STOP $$ && shift &&
   exec "$@"' agentcell TOKEN ARGV...``, so its first process stops itself before it runs
   anything of the command's; the host finds it by its one-off TOKEN among the processes the
-  runtime exec'd (the engine's own record of the pid comes a moment later), moves it into the
+  runtime exec'd, looking only at those that joined the cell's cgroup since the start (the
+  engine's own record of the pid comes a moment later), moves it into the
   command's cgroup, then continues it, and the ``exec`` leaves the command with that same
   process, its argv, environment, cwd and input. An image without a shell
   (``hold_with=None``), runsc, or a host without the v1 freezer runs the command unheld and
   unconfined (:attr:`RunningCommand.confined` says which).
+* **Exit code**: the engine's, from its ``exec_die`` event when the caller gives an
+  :class:`~agentcell.runtime.docker.exec_exits.ExecExits`, else (or when none is heard) from
+  ``exec inspect``; never anything the cell says.
 * **Kill** happens from the host, never by a process in the cell: the command's cgroup is
   frozen, every member signalled, and thawed, until it is empty. Then, as for an unconfined
   command, the processes of the cell's PID namespace whose session or process group is the
@@ -66,7 +70,6 @@ _STREAMS: dict[int, Stream] = {STDOUT: "stdout", STDERR: "stderr"}
 KILL_ROUNDS = 50
 _WAIT_POLL_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 _HOST_PROC = Path("/proc")
-_CGROUP_FS = CGROUP_FS
 START_TIMEOUT_S = 30.0
 _PID_POLL_S = 0.002
 # What holds a command until the host has moved it into its cgroup ($0 names it in the shell's
@@ -650,7 +653,7 @@ def _cell_procs(init_pid: int) -> Path | None:
         return None
     if not path or path == "/":
         return None
-    procs = _CGROUP_FS / "freezer" / path.lstrip("/") / "cgroup.procs"
+    procs = CGROUP_FS / "freezer" / path.lstrip("/") / "cgroup.procs"
     return procs if procs.is_file() else None
 
 
