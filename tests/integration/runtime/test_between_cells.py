@@ -5,10 +5,8 @@ joined with '-'); the weakened variants show the tests would see it again."""
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from agentcell.policy import AdmittedSpec, admit
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.spec.load import SpecDocument, load_text
 from tests.conftest import Created
+from tests.images import build_labelled
 from tests.policies import AdmitAll
 
 SANDBOX = "agentcell/sandbox:0.1.0"
@@ -290,19 +289,15 @@ def test_the_same_attack_succeeds_when_the_uid_is_shared(
 
 @pytest.fixture
 def forged_image(docker_client: docker.DockerClient) -> Iterator[str]:
-    tag = f"agentcell-test/forged:{secrets.token_hex(4)}"
-    dockerfile = (
-        b"FROM agentcell/sandbox:0.1.0\n"
-        b'LABEL org.agentcell.managed="true" org.agentcell.tenant="demo" '
-        b'org.agentcell.exceptions="AC-003,AC-005,AC-007"\n'
+    tag = build_labelled(
+        docker_client,
+        f"agentcell-test/forged:{secrets.token_hex(4)}",
+        {
+            "org.agentcell.managed": "true",
+            "org.agentcell.tenant": "demo",
+            "org.agentcell.exceptions": "AC-003,AC-005,AC-007",
+        },
     )
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as archive:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        archive.addfile(info, io.BytesIO(dockerfile))
-    context.seek(0)
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
     try:
         yield tag
     finally:

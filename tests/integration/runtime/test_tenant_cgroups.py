@@ -4,10 +4,8 @@ own (read from /proc/PID/ns/cgroup against the host's)."""
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from agentcell.runtime.cgroups import TenantLimits
 from agentcell.runtime.docker.backend import DockerBackend
 from agentcell.runtime.docker.translate import settings_for
 from agentcell.spec.load import load_text
+from tests.images import build_labelled
 from tests.policies import AdmitAll
 
 ROOT = Path("/sys/fs/cgroup")
@@ -94,18 +93,11 @@ def test_a_container_that_only_claims_the_tenant_keeps_no_parent(
 ) -> None:
     # An image whose labels say it is one of the tenant's cells: the engine merges them into
     # every container made from it, so the container's labels alone would say so too.
-    tag = f"agentcell-test/claims:{secrets.token_hex(4)}"
-    dockerfile = (
-        "FROM agentcell/sandbox:0.1.0\n"
-        f'LABEL org.agentcell.managed="true" org.agentcell.tenant="{tenant}"\n'
-    ).encode()
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as archive:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        archive.addfile(info, io.BytesIO(dockerfile))
-    context.seek(0)
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    tag = build_labelled(
+        docker_client,
+        f"agentcell-test/claims:{secrets.token_hex(4)}",
+        {"org.agentcell.managed": "true", "org.agentcell.tenant": tenant},
+    )
     claimant = None
     try:
         claimant = docker_client.containers.create(tag, ["sleep", "60"])
